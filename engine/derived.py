@@ -1,0 +1,242 @@
+"""Derived tables caught up to the journal: current (delta), codes, positions, held.
+
+Every derived table carries the journal version it reflects. `catch_up` brings each table from its
+own version to the journal's head from the journal rows in between, so a crash between the journal
+commit and the derived commits is repaired by catching up, never by guessing; running it twice
+changes nothing. `rebuild` recomputes them all from the whole journal.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+
+import polars as pl
+import pyarrow as pa
+
+from engine.schema import CURRENT_SCHEMA, HELD_SCHEMA
+from engine.store import APP_ID, SCHEMAS, Store
+
+APPLIED = ["applied", "released"]
+CATCH_UP_TABLES = ("current_delta", "codes", "positions", "held")
+
+
+def _commit(store: Store, name: str, frame: pl.DataFrame, version: int, mode: str) -> None:
+    from deltalake import CommitProperties, Transaction, write_deltalake
+
+    schema = SCHEMAS[name]
+    table = frame.select(schema.names).to_arrow().cast(schema)
+    write_deltalake(
+        str(store.table_path(name)),
+        table,
+        mode=mode,  # type: ignore[arg-type]
+        commit_properties=CommitProperties(
+            app_transactions=[Transaction(app_id=APP_ID, version=version)]
+        ),
+    )
+
+
+def read_journal(store: Store, *, after: int, upto: int) -> pl.DataFrame:
+    """Journal rows of the batches after `after` up to `upto` (file skipping on `batch`)."""
+    return (
+        pl.scan_delta(str(store.table_path("journal")))
+        .filter((pl.col("batch") > after) & (pl.col("batch") <= upto))
+        .collect()
+    )
+
+
+def history_of(store: Store, persons: pl.Series, *, upto: int) -> pl.DataFrame:
+    """Applied and released journal rows of the given persons, in application order."""
+    return (
+        pl.scan_delta(str(store.table_path("journal")))
+        .filter(
+            pl.col("person").is_in(persons.implode())
+            & pl.col("outcome").is_in(APPLIED)
+            & (pl.col("batch") <= upto)
+        )
+        .sort("batch", "apply_order")
+        .collect()
+    )
+
+
+def effective_stacks(history: pl.DataFrame) -> pl.DataFrame:
+    """Each person's effective versions, oldest first, `_is_top` on the one in effect.
+
+    An `X1` pops the version it cancels (ingest guarantees it is the top). A Python walk, but only
+    over the histories of persons with an `X1`: cancellations are rare.
+    """
+    ordered = history.sort("person", "batch", "apply_order")
+    persons = ordered["person"].to_list()
+    reasons = ordered["reason"].to_list()
+    keep: list[int] = []
+    tops: list[bool] = []
+    stack: list[int] = []
+    for i, (person, reason) in enumerate(zip(persons, reasons, strict=True)):
+        if i == 0 or persons[i - 1] != person:
+            stack = []
+        if reason == "X1":
+            if stack:
+                stack.pop()
+        else:
+            stack.append(i)
+        if i + 1 == len(persons) or persons[i + 1] != person:
+            keep.extend(stack)
+            tops.extend([False] * (len(stack) - 1) + [True] * bool(stack))
+    return ordered[keep].with_columns(_is_top=pl.Series(tops, dtype=pl.Boolean))
+
+
+def effective_rows(history: pl.DataFrame) -> pl.DataFrame:
+    """Per person the current row after its whole history; a tombstone when nothing is left."""
+    last = (
+        history.sort("person", "batch", "apply_order")
+        .group_by("person", maintain_order=True)
+        .last()
+        .select(
+            "person",
+            last_version=pl.col("version"),
+            written_batch=pl.col("batch"),
+            written_order=pl.col("apply_order"),
+        )
+    )
+    tops = effective_stacks(history).filter(pl.col("_is_top")).drop("batch", "apply_order", "_is_top")
+    live = tops.join(last, on="person")
+    dead = last.join(tops.select("person"), on="person", how="anti")
+    return pl.concat([_as_current(live), _as_current(dead)], how="vertical_relaxed")
+
+
+def _as_current(frame: pl.DataFrame) -> pl.DataFrame:
+    missing = [
+        pl.lit(None, dtype=pl.from_arrow(pa.array([], f.type)).dtype).alias(f.name)  # type: ignore[union-attr]
+        for f in CURRENT_SCHEMA
+        if f.name not in frame.columns
+    ]
+    return frame.with_columns(missing).select(CURRENT_SCHEMA.names)
+
+
+def current_rows(store: Store, rows: pl.DataFrame, *, upto: int) -> pl.DataFrame:
+    """New current rows for the persons that `rows` (journal rows) touch."""
+    applied = rows.filter(pl.col("outcome").is_in(APPLIED))
+    if applied.is_empty():
+        return pl.DataFrame(schema=pl.from_arrow(CURRENT_SCHEMA.empty_table()).schema)
+    x1_persons = applied.filter(pl.col("reason") == "X1")["person"].unique()
+    plain = applied.filter(~pl.col("person").is_in(x1_persons.implode()))
+    newest = (
+        plain.sort("batch", "apply_order")
+        .unique(subset="person", keep="last")
+        .with_columns(
+            last_version=pl.col("version"),
+            written_batch=pl.col("batch"),
+            written_order=pl.col("apply_order"),
+        )
+    )
+    parts = [_as_current(newest)]
+    if len(x1_persons):
+        parts.append(effective_rows(history_of(store, x1_persons, upto=upto)))
+    return pl.concat(parts, how="vertical_relaxed")
+
+
+def code_rows(rows: pl.DataFrame) -> pl.DataFrame:
+    """Codes first issued by these journal rows: (kind, code as int64, person, batch)."""
+    parts = []
+    for kind, column, flag in ((1, "resident_code", "issued_resident_code"),
+                               (2, "my_number", "issued_my_number")):  # fmt: skip
+        parts.append(
+            rows.filter(pl.col(flag).fill_null(False)).select(
+                kind=pl.lit(kind, pl.Int8),
+                code=pl.col(column).cast(pl.Int64),
+                person="person",
+                batch="batch",
+            )
+        )
+    return pl.concat(parts)
+
+
+def position_rows(store: Store, rows: pl.DataFrame) -> pl.DataFrame:
+    """Last used seq per municipality, merged with the table's."""
+    used = rows.filter(pl.col("sequenced").fill_null(False)).select("municipality_code", "seq")
+    old = pl.read_delta(str(store.table_path("positions"))).rename({"last_seq": "seq"})
+    return (
+        pl.concat([old, used.cast({"seq": pl.Int64})])
+        .group_by("municipality_code")
+        .agg(last_seq=pl.col("seq").max())
+        .sort("municipality_code")
+    )
+
+
+def held_rows(store: Store, rows: pl.DataFrame) -> pl.DataFrame:
+    """Held rows still waiting: the table's and the new ones, less those released or rejected."""
+    old = pl.read_delta(str(store.table_path("held")))
+    new = rows.filter(pl.col("outcome") == "held").select(HELD_SCHEMA.names)
+    done = rows.filter(
+        pl.col("outcome").is_in(["released", "rejected"]) & pl.col("sequenced").fill_null(False)
+    ).select("municipality_code", "seq")
+    return (
+        pl.concat([old, new.cast(old.schema)])
+        .join(done, on=["municipality_code", "seq"], how="anti")
+        .sort("municipality_code", "seq")
+    )
+
+
+def catch_up(store: Store, rows: pl.DataFrame | None = None, *, rows_after: int = -1) -> int:
+    """Bring every derived table to the journal head; returns the head version.
+
+    `rows` may carry journal rows already in memory (every batch after `rows_after`), which
+    saves reading them back; otherwise they are read from the journal.
+    """
+    head = store.journal_head().version
+    if head < 0:
+        return head
+    versions = {name: store.reflected_version(name) for name in CATCH_UP_TABLES}
+    low = min(versions.values())
+    if low >= head:
+        return head
+    if rows is None or rows_after > low:
+        rows = read_journal(store, after=low, upto=head)
+    builders: dict[str, tuple[Callable[[pl.DataFrame], pl.DataFrame], str]] = {
+        "codes": (code_rows, "append"),
+        "current_delta": (lambda r: current_rows(store, r, upto=head), "append"),
+        "positions": (lambda r: position_rows(store, r), "overwrite"),
+        "held": (lambda r: held_rows(store, r), "overwrite"),
+    }
+    for name, (build, mode) in builders.items():
+        if versions[name] < head:
+            part = rows.filter(pl.col("batch") > versions[name])
+            _commit(store, name, build(part), head, mode)
+    return head
+
+
+def rebuild(store: Store, *, progress: Callable[[int, int], None] | None = None) -> int:
+    """Recompute every derived table from the whole journal; returns the journal version."""
+    for name in ("current_base", *CATCH_UP_TABLES):
+        shutil.rmtree(store.table_path(name), ignore_errors=True)
+    store.ensure_tables()
+    head = catch_up(store)
+    if progress:
+        progress(1, 1)
+    return head
+
+
+def compact(store: Store) -> int:
+    """Merge the current delta into a new base sorted by person; the delta starts empty again.
+
+    A crash between the two commits leaves the delta applied twice, which reads the same.
+    """
+    head = catch_up(store)
+    version = store.reflected_version("current_delta")
+    merged = (
+        pl.concat(
+            [
+                pl.scan_delta(str(store.table_path("current_base"))),
+                pl.scan_delta(str(store.table_path("current_delta"))),
+            ]
+        )
+        .sort("written_batch", "written_order")
+        .unique(subset="person", keep="last")
+        .filter(pl.col("version").is_not_null())
+        .sort("person")
+        .collect()
+    )
+    _commit(store, "current_base", merged, version, "overwrite")
+    _commit(store, "current_delta", merged.clear(), version, "overwrite")
+    return head
+

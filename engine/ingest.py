@@ -1,0 +1,510 @@
+"""Ingest of change-notification batches (SPEC §4): one batch is one journal commit.
+
+An `IngestSession` holds the writer's working state for one `juki ingest` call: sequencing
+positions and held rows, and the state of every person the call's rows name (loaded once from
+`codes` + `current`, never by rescanning the history; only persons named by an `X1` get their
+history). Each batch is sequenced, checked by the vectorised row rules (`engine.validate`), walked
+through the state machine (`engine.transitions`) and committed as one journal commit; derived
+tables catch up at the end (`finish`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from engine import derived
+from engine.current import scan_current
+from engine.schema import JOURNAL_SCHEMA, NOTIFICATION_COLUMNS, REASONS
+from engine.sequencing import sequence
+from engine.store import Store
+from engine.transitions import SKIPPED, STATEFUL_RULES, apply_rows
+from engine.validate import validate_rows
+
+TEXT_COLUMNS = NOTIFICATION_COLUMNS
+ONE_MICROSECOND = dt.timedelta(microseconds=1)
+
+
+@dataclass(frozen=True)
+class BatchSummary:
+    """Counts of one file (SPEC §4 `--json` line), plus its rejects."""
+
+    file: str
+    applied: int
+    rejected: int
+    duplicate: int
+    held: int
+    released: int
+    batch: int = -1
+    rejects: pl.DataFrame | None = field(default=None, compare=False, repr=False)
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("rejects")
+        d.pop("batch")
+        return d
+
+
+def _code_int(col: str, width: int) -> pl.Expr:
+    c = pl.col(col)
+    return pl.when(c.str.contains(rf"^\d{{{width}}}$")).then(c.cast(pl.Int64, strict=False))
+
+
+class _CodeSpace:
+    """Append-only dense ids for the codes of one kind seen by the session."""
+
+    def __init__(self) -> None:
+        self.codes = np.zeros(0, np.int64)
+        self._order = np.zeros(0, np.int64)
+        self._sorted = np.zeros(0, np.int64)
+
+    def lookup(self, values: np.ndarray) -> np.ndarray:
+        """cid of each value (-1 when unknown or negative)."""
+        if len(self._sorted) == 0:
+            return np.full(len(values), -1, np.int64)
+        at = np.searchsorted(self._sorted, values)
+        at = np.minimum(at, len(self._sorted) - 1)
+        hit = (self._sorted[at] == values) & (values >= 0)
+        return np.where(hit, self._order[at], -1)
+
+    def missing(self, values: np.ndarray) -> np.ndarray:
+        values = np.unique(values[values >= 0])
+        return values[self.lookup(values) < 0]
+
+    def add(self, values: np.ndarray) -> np.ndarray:
+        """Add new distinct values; returns their cids."""
+        start = len(self.codes)
+        self.codes = np.concatenate([self.codes, values.astype(np.int64)])
+        self._order = np.argsort(self.codes, kind="stable")
+        self._sorted = self.codes[self._order]
+        return np.arange(start, start + len(values), dtype=np.int64)
+
+
+def _grow(a: np.ndarray, n: int, fill: int) -> np.ndarray:
+    if len(a) >= n:
+        return a
+    out = np.full(max(n, 2 * len(a)), fill, a.dtype)
+    out[: len(a)] = a
+    return out
+
+
+class IngestSession:
+    """Working state of one writer call; use under `Store.writer`."""
+
+    def __init__(self, store: Store, *, clock: Any = None) -> None:
+        self.store = store
+        self.clock = clock or (lambda: dt.datetime.now(dt.UTC))
+        store.ensure_tables()
+        derived.catch_up(store)
+        head = store.journal_head()
+        self.start_version = head.version
+        self.journal_version = store.delta("journal").version()
+        self.next_person = head.next_person
+        self.last_recorded_at = head.recorded_at
+        self.positions = pl.read_delta(str(store.table_path("positions")))
+        self.held = self._held_text(pl.read_delta(str(store.table_path("held"))))
+        self.rc = _CodeSpace()
+        self.mn = _CodeSpace()
+        self.rc_owner = np.zeros(0, np.int64)
+        self.mn_owner = np.zeros(0, np.int64)
+        self.glob = np.zeros(0, np.int64)  # local person → global person key
+        self.glob_sorted = np.zeros(0, np.int64)
+        self.glob_order = np.zeros(0, np.int64)
+        self.history_loaded = np.zeros(0, np.bool_)
+        self.base_snap = np.zeros(0, np.int64)
+        self.top = np.zeros(0, np.int64)
+        self.last_version = np.zeros(0, np.int32)
+        self.snaps = {
+            "status": np.zeros(0, np.int8), "reason": np.zeros(0, np.int8),
+            "rc": np.zeros(0, np.int64), "mn": np.zeros(0, np.int64),
+            "mc": np.zeros(0, np.int32), "seq": np.zeros(0, np.int64),
+            "prev": np.zeros(0, np.int64),
+        }  # fmt: skip
+        self.counts = np.zeros(2, np.int64)
+        self.journal_parts: list[pl.DataFrame] = []
+
+    # -- state loading ------------------------------------------------------------------------
+    @staticmethod
+    def _held_text(held: pl.DataFrame) -> pl.DataFrame:
+        """Held rows as text rows (their `raw` JSON), with their origin file and row."""
+        schema = {c: pl.String for c in TEXT_COLUMNS}
+        if held.is_empty():
+            return pl.DataFrame(schema={**schema, "_file": pl.String, "_row": pl.Int32,
+                                        "_seq": pl.Int64})  # fmt: skip
+        texts = pl.DataFrame([json.loads(r) for r in held["raw"].to_list()], schema=schema)
+        return texts.with_columns(
+            _file=held["file"], _row=held["row"], _seq=held["seq"]
+        )
+
+    def _reserve(self, persons: int, snapshots: int, rc: int, mn: int) -> None:
+        n_p = int(self.counts[0]) + persons
+        self.glob = _grow(self.glob, n_p, -1)
+        self.history_loaded = _grow(self.history_loaded, n_p, 0)
+        self.base_snap = _grow(self.base_snap, n_p, -1)
+        self.top = _grow(self.top, n_p, -1)
+        self.last_version = _grow(self.last_version, n_p, 0)
+        n_s = int(self.counts[1]) + snapshots
+        fills = {"rc": -1, "mn": -1, "prev": -1}
+        for k, a in self.snaps.items():
+            self.snaps[k] = _grow(a, n_s, fills.get(k, 0))
+        self.rc_owner = _grow(self.rc_owner, len(self.rc.codes) + rc, -1)
+        self.mn_owner = _grow(self.mn_owner, len(self.mn.codes) + mn, -1)
+
+    def _local_of(self, persons: np.ndarray) -> np.ndarray:
+        """Local ids of global person keys (-1 when not loaded)."""
+        if len(self.glob_sorted) == 0:
+            return np.full(len(persons), -1, np.int64)
+        at = np.minimum(np.searchsorted(self.glob_sorted, persons), len(self.glob_sorted) - 1)
+        return np.where(self.glob_sorted[at] == persons, self.glob_order[at], -1)
+
+    def _index_persons(self) -> None:
+        n = int(self.counts[0])
+        known = self.glob[:n]
+        order = np.argsort(known, kind="stable")
+        self.glob_order = order[known[order] >= 0]
+        self.glob_sorted = known[self.glob_order]
+
+    def _codes_cids(self, values: np.ndarray, space: _CodeSpace) -> np.ndarray:
+        """cids of codes, adding the unknown ones (owner -1)."""
+        new = np.unique(values[values >= 0])
+        new = new[space.lookup(new) < 0]
+        if len(new):
+            self._reserve(0, 0, len(new) if space is self.rc else 0,
+                          len(new) if space is self.mn else 0)  # fmt: skip
+            space.add(new)
+        return space.lookup(values)
+
+    def ensure(self, text: pl.DataFrame) -> None:
+        """Make every code and person these text rows name known to the session."""
+        codes = text.select(
+            rc=_code_int("resident_code", 11),
+            prev=_code_int("previous_resident_code", 11),
+            mn=_code_int("my_number", 12),
+            x1=pl.col("reason") == "X1",
+        )
+        rc = np.concatenate([codes["rc"].fill_null(-1).to_numpy(),
+                             codes["prev"].fill_null(-1).to_numpy()])  # fmt: skip
+        mn = codes["mn"].fill_null(-1).to_numpy()
+        new_rc, new_mn = self.rc.missing(rc), self.mn.missing(mn)
+        if len(new_rc) or len(new_mn):
+            self._load_codes(new_rc, new_mn)
+        x1_codes = codes.filter(pl.col("x1"))["rc"].drop_nulls().to_numpy()
+        if len(x1_codes):
+            cids = self.rc.lookup(x1_codes)
+            owners = self.rc_owner[cids[cids >= 0]]
+            owners = np.unique(owners[owners >= 0])
+            need = owners[~self.history_loaded[owners]]
+            if len(need):
+                self._load_histories(need)
+
+    def _load_codes(self, new_rc: np.ndarray, new_mn: np.ndarray) -> None:
+        found = (
+            pl.scan_delta(str(self.store.table_path("codes")))
+            .filter(
+                ((pl.col("kind") == 1) & pl.col("code").is_in(pl.Series(new_rc).implode()))
+                | ((pl.col("kind") == 2) & pl.col("code").is_in(pl.Series(new_mn).implode()))
+            )
+            .select("kind", "code", "person")
+            .collect()
+        )
+        self._codes_cids(new_rc, self.rc)
+        self._codes_cids(new_mn, self.mn)
+        persons = found["person"].unique().to_numpy()
+        self._load_persons(persons[self._local_of(persons) < 0])
+        self._set_owners(found)
+
+    def _set_owners(self, found: pl.DataFrame) -> None:
+        for kind, space in ((1, self.rc), (2, self.mn)):
+            part = found.filter(pl.col("kind") == kind)
+            if part.is_empty():
+                continue
+            cids = self._codes_cids(part["code"].to_numpy(), space)
+            owner = self.rc_owner if kind == 1 else self.mn_owner
+            owner[cids] = self._local_of(part["person"].to_numpy())
+
+    def _load_persons(self, persons: np.ndarray) -> None:
+        """Load the current state of store persons as one snapshot each."""
+        if len(persons) == 0:
+            return
+        rows = (
+            scan_current(self.store, persons=pl.Series(persons))
+            .select("person", "version", "last_version", "status", "reason", "resident_code",
+                    "my_number", "municipality_code", "seq")  # fmt: skip
+            .collect()
+        )
+        # Persons whose every version was cancelled have no current row but still own codes.
+        start = int(self.counts[0])
+        self._reserve(len(persons), len(rows), 0, 0)
+        self.glob[start : start + len(persons)] = persons
+        self.counts[0] = start + len(persons)
+        self._index_persons()
+        lv = pl.DataFrame({"person": persons}).join(
+            rows.select("person", "last_version"), on="person", how="left"
+        )
+        self.last_version[start : start + len(persons)] = lv["last_version"].fill_null(0)
+        self._push_snapshots(rows, link_base=True)
+
+    def _push_snapshots(self, rows: pl.DataFrame, *, link_base: bool) -> np.ndarray:
+        """Push store versions as snapshots (rows oldest first per person); returns their ids."""
+        n = len(rows)
+        self._reserve(0, n, 0, 0)
+        local = self._local_of(rows["person"].to_numpy())
+        rc = self._codes_cids(rows["resident_code"].cast(pl.Int64).to_numpy(), self.rc)
+        mn = self._codes_cids(rows["my_number"].cast(pl.Int64).to_numpy(), self.mn)
+        self.rc_owner[rc] = local
+        self.mn_owner[mn] = local
+        s0 = int(self.counts[1])
+        ids = np.arange(s0, s0 + n, dtype=np.int64)
+        snaps = self.snaps
+        snaps["status"][ids] = rows["status"].fill_null(0).cast(pl.Int8).to_numpy()
+        snaps["reason"][ids] = rows["reason"].replace_strict(REASONS, return_dtype=pl.Int8).to_numpy()
+        snaps["rc"][ids], snaps["mn"][ids] = rc, mn
+        snaps["mc"][ids] = rows["municipality_code"].cast(pl.Int32).to_numpy()
+        snaps["seq"][ids] = rows["seq"].to_numpy()
+        self.counts[1] = s0 + n
+        if link_base:
+            for s, p in zip(ids, local, strict=True):  # one per person: stack of depth one
+                self.snaps["prev"][s] = -1
+                self.top[p] = s
+                self.base_snap[p] = s
+        return ids
+
+    def _load_histories(self, locals_: np.ndarray) -> None:
+        """Splice the store's effective history under the base snapshot of these persons."""
+        persons = self.glob[locals_]
+        history = derived.history_of(
+            self.store, pl.Series(persons), upto=self.start_version
+        )
+        self.history_loaded[locals_] = True
+        if history.is_empty():
+            return
+        eff = derived.effective_stacks(history)
+        below = eff.filter(~pl.col("_is_top"))
+        if below.is_empty():
+            return
+        ids = self._push_snapshots(below, link_base=False)
+        local = self._local_of(below["person"].to_numpy())
+        prev = -1
+        for k, (s, p) in enumerate(zip(ids, local, strict=True)):
+            first = k == 0 or local[k - 1] != p
+            self.snaps["prev"][s] = -1 if first else prev
+            prev = s
+            last = k + 1 == len(local) or local[k + 1] != p
+            if last and self.base_snap[p] >= 0:
+                self.snaps["prev"][self.base_snap[p]] = s
+
+    # -- one batch -----------------------------------------------------------------------------
+    def apply_batch(self, file: str, text: pl.DataFrame, *, sha256: str = "") -> BatchSummary:
+        """Sequence, validate, apply and commit one file's rows (text columns + `row`)."""
+        text = text.with_columns(_pos=pl.int_range(pl.len(), dtype=pl.Int64), _file=pl.lit(file),
+                                 _row=pl.col("row").cast(pl.Int32))  # fmt: skip
+        seq = sequence(text, self.positions, self.held)
+        work = pl.concat([seq.to_apply, seq.unsequenced.with_columns(
+            _from_held=pl.lit(False), _at=pl.col("_pos"))], how="diagonal_relaxed")  # fmt: skip
+        self.ensure(work)
+        checked = validate_rows(work.select(*TEXT_COLUMNS, "_pos", "_file", "_row", "_at",
+                                            "_from_held", "_seq"))  # fmt: skip
+        sequenced = pl.Series([True] * len(seq.to_apply) + [False] * len(seq.unsequenced))
+        checked = checked.with_columns(sequenced=sequenced)
+        outcome = self._walk(checked)
+        batch = self.journal_version + 1
+        stamp = self._stamp()
+        journal = self._journal_rows(batch, stamp, file, seq, outcome)
+        self._commit(batch, stamp, journal, file, sha256)
+        self._advance(journal, seq)
+        rejected = journal.filter(pl.col("outcome") == "rejected")
+        return BatchSummary(
+            file=file,
+            applied=journal.filter((pl.col("outcome") == "applied")).height,
+            rejected=rejected.height,
+            duplicate=seq.duplicates.height,
+            held=seq.held_on_arrival.height,
+            released=journal.filter(pl.col("outcome") == "released").height,
+            batch=batch,
+            rejects=rejected.select("file", "row", "municipality_code", "seq",
+                                    column="reject_column", rule="rule", message="message"),
+        )  # fmt: skip
+
+    def _walk(self, checked: pl.DataFrame) -> pl.DataFrame:
+        """Run the state machine over rows passing the row rules; add outcome columns."""
+        n = len(checked)
+        ints = checked.select(
+            reason=pl.col("reason").replace_strict(REASONS, default=0, return_dtype=pl.Int8),
+            rc=_code_int("resident_code", 11).fill_null(-1),
+            prev=_code_int("previous_resident_code", 11).fill_null(-1),
+            mn=_code_int("my_number", 12).fill_null(-1),
+            mc=pl.col("municipality_code").cast(pl.Int32, strict=False).fill_null(-1),
+            seq=pl.col("seq").fill_null(-1),
+            cmc=pl.col("cancels_municipality_code").cast(pl.Int32, strict=False).fill_null(-1),
+            cseq=pl.col("cancels_seq").fill_null(-1),
+            skip=pl.col("rule").is_not_null(),
+        )
+        rc = self.rc.lookup(ints["rc"].to_numpy())
+        prev = self.rc.lookup(ints["prev"].to_numpy())
+        mn = self.mn.lookup(ints["mn"].to_numpy())
+        self._reserve(n, n, 0, 0)
+        out_rule = np.zeros(n, np.int8)
+        out_person = np.full(n, -1, np.int64)
+        out_version = np.zeros(n, np.int32)
+        out_status = np.zeros(n, np.int8)
+        new_rc = np.zeros(n, np.bool_)
+        new_mn = np.zeros(n, np.bool_)
+        created_from = int(self.counts[0])
+        s = self.snaps
+        apply_rows(
+            ints["reason"].to_numpy(), rc, mn, prev, ints["mc"].to_numpy(),
+            ints["seq"].to_numpy(), ints["cmc"].to_numpy(), ints["cseq"].to_numpy(),
+            ints["skip"].to_numpy(),
+            self.rc_owner, self.mn_owner, self.top, self.last_version, s["status"], s["reason"],
+            s["rc"], s["mn"], s["mc"], s["seq"], s["prev"], self.counts,
+            out_rule, out_person, out_version, out_status, new_rc, new_mn,
+        )  # fmt: skip
+        created_to = int(self.counts[0])
+        if created_to > created_from:
+            count = created_to - created_from
+            self.glob[created_from:created_to] = np.arange(
+                self.next_person, self.next_person + count, dtype=np.int64
+            )
+            self.history_loaded[created_from:created_to] = True
+            self.next_person += count
+            self._index_persons()
+        person = np.where(out_person >= 0, self.glob[np.maximum(out_person, 0)], -1)
+        rule_names = dict(enumerate(STATEFUL_RULES, start=1))
+        return checked.with_columns(
+            _applied=pl.Series(out_rule == 0),
+            _state_rule=pl.Series(out_rule).replace_strict(
+                rule_names, default=None, return_dtype=pl.String
+            ),
+            person=pl.Series(person).replace(-1, None),
+            version=pl.Series(out_version),
+            status=pl.Series(out_status).replace(0, None).cast(pl.Int8),
+            issued_resident_code=pl.Series(new_rc),
+            issued_my_number=pl.Series(new_mn),
+        ).with_columns(skipped=pl.Series(out_rule == SKIPPED))
+
+    def _stamp(self) -> dt.datetime:
+        """recorded_at: the clock, or 1 µs after the previous batch when the clock is not past it."""
+        now = self.clock()
+        if self.last_recorded_at is not None and now <= self.last_recorded_at:
+            now = self.last_recorded_at + ONE_MICROSECOND
+        self.last_recorded_at = now
+        return now
+
+    def _journal_rows(self, batch: int, stamp: dt.datetime, file: str, seq: Any,
+                      outcome: pl.DataFrame) -> pl.DataFrame:  # fmt: skip
+        """Every row of the batch with its outcome, typed as the journal schema."""
+        raw = pl.struct(*TEXT_COLUMNS).struct.json_encode()
+        applied = pl.col("_applied")
+        msg_rule = pl.col("rule").fill_null(pl.col("_state_rule"))
+        processed = outcome.with_columns(
+            outcome=pl.when(applied & pl.col("_from_held")).then(pl.lit("released"))
+            .when(applied).then(pl.lit("applied")).otherwise(pl.lit("rejected")),
+            rule=msg_rule,
+            reject_column=pl.when(pl.col("rule").is_not_null()).then(pl.col("reject_column"))
+            .when(pl.col("_state_rule").is_not_null()).then(pl.lit(None, pl.String)),
+            message=pl.when(pl.col("rule").is_not_null()).then(pl.col("message"))
+            .when(pl.col("_state_rule").is_not_null()).then(_state_message()),
+            apply_order=pl.int_range(pl.len(), dtype=pl.Int32),
+            raw=pl.when(~applied).then(raw),
+            file=pl.col("_file"), row=pl.col("_row"),
+        )  # fmt: skip
+        processed = processed.with_columns(
+            pl.when(pl.col("_applied")).then(pl.col(c)).alias(c)
+            for c in ("person", "version", "status", "issued_resident_code", "issued_my_number")
+        )
+        side = pl.concat(
+            [
+                seq.held_on_arrival.with_columns(outcome=pl.lit("held"), raw=raw),
+                seq.duplicates.with_columns(outcome=pl.lit("duplicate")),
+            ],
+            how="diagonal_relaxed",
+        ).with_columns(
+            file=pl.col("_file"), row=pl.col("_row"),
+            seq=pl.col("_seq"), sequenced=pl.lit(False),
+        ).select("file", "row", "outcome", "municipality_code", "seq", "raw", "sequenced",
+                 "reason")  # fmt: skip
+        record = pl.DataFrame(
+            {"file": [file], "outcome": ["file"],
+             "row": [None]}, schema={"file": pl.String, "outcome": pl.String, "row": pl.Int32},
+        )  # fmt: skip
+        frames = [processed, side, record]
+        cols = JOURNAL_SCHEMA.names
+        out = pl.concat(
+            [f.select([c for c in cols if c in f.columns]) for f in frames],
+            how="diagonal_relaxed",
+        )
+        out = out.with_columns(batch=pl.lit(batch, pl.Int64),
+                               recorded_at=pl.lit(stamp).dt.cast_time_unit("us"))  # fmt: skip
+        schema = pl.from_arrow(JOURNAL_SCHEMA.empty_table()).schema  # type: ignore[union-attr]
+        missing = [pl.lit(None, dtype=t).alias(c) for c, t in schema.items() if c not in out.columns]
+        return out.with_columns(missing).select(cols).cast(dict(schema))  # type: ignore[arg-type]
+
+    def _commit(self, batch: int, stamp: dt.datetime, journal: pl.DataFrame, file: str,
+                sha256: str) -> None:  # fmt: skip
+        from deltalake import CommitProperties, write_deltalake
+
+        counts = journal["outcome"].value_counts()
+        summary = dict(zip(counts["outcome"].to_list(), counts["count"].to_list(), strict=True))
+        journal = journal.with_columns(
+            message=pl.when(pl.col("outcome") == "file")
+            .then(pl.lit(json.dumps({"sha256": sha256, **summary})))
+            .otherwise(pl.col("message"))
+        )
+        write_deltalake(
+            str(self.store.table_path("journal")),
+            journal.to_arrow().cast(JOURNAL_SCHEMA),
+            mode="append",
+            commit_properties=CommitProperties(
+                custom_metadata={
+                    "juki_next_person": str(self.next_person),
+                    "juki_recorded_at": stamp.isoformat(),
+                    "juki_file": file,
+                    "juki_batch": str(batch),
+                }
+            ),
+        )
+        self.journal_version = batch
+        self.journal_parts.append(journal)
+
+    def _advance(self, journal: pl.DataFrame, seq: Any) -> None:
+        """Move positions and held rows past this batch (in memory)."""
+        used = journal.filter(pl.col("sequenced")).select("municipality_code", "seq")
+        self.positions = (
+            pl.concat([self.positions.rename({"last_seq": "seq"}), used])
+            .group_by("municipality_code")
+            .agg(last_seq=pl.col("seq").max())
+        )
+        arrived = seq.held_on_arrival.select(*TEXT_COLUMNS, "_file", "_row", "_seq")
+        done = journal.filter(pl.col("sequenced")).select("municipality_code", _seq="seq")
+        self.held = (
+            pl.concat([self.held, arrived], how="vertical_relaxed")
+            .join(done, on=["municipality_code", "_seq"], how="anti")
+        )
+
+    def finish(self) -> int:
+        """Catch the derived tables up to the journal (from the rows in memory)."""
+        rows = pl.concat(self.journal_parts) if self.journal_parts else None
+        return derived.catch_up(self.store, rows, rows_after=self.start_version)
+
+
+def _state_message() -> pl.Expr:
+    """One-line message for a rule of the state machine."""
+    rule = pl.col("_state_rule")
+    rc = pl.col("resident_code")
+    return (
+        pl.when(rule == "unknown-person").then(pl.format("resident_code '{}': no such person", rc))
+        .when(rule == "person-exists").then(pl.format("resident_code '{}': person already registered", rc))
+        .when(rule == "code-mismatch").then(pl.format("resident_code '{}' / my_number '{}': not the person's current codes", rc, pl.col("my_number")))
+        .when(rule == "code-issued").then(pl.lit("a code of this row was already issued"))
+        .when(rule == "municipality-changed").then(pl.format("municipality_code '{}': reason {} keeps the municipality", pl.col("municipality_code"), pl.col("reason")))
+        .when(rule == "transition").then(pl.format("reason {} not allowed in the person's status", pl.col("reason")))
+        .when(rule == "after-death").then(pl.format("reason {} after a death (only X1 may follow D3)", pl.col("reason")))
+        .when(rule == "a2-without-d1").then(pl.lit("A2 without an open D1 of the person"))
+        .otherwise(pl.format("cancels {}/{}: not the person's last applied notification", pl.col("cancels_municipality_code"), pl.col("cancels_seq")))
+    )  # fmt: skip
+

@@ -1,0 +1,148 @@
+"""The store: a directory of Delta tables, one writer at a time (SPEC §7 exit 5 when locked).
+
+Tables (see DESIGN.md): `journal` (the truth: every received row with its outcome; one ingest
+batch is one commit), and what is derived from it for speed, each committed with the journal
+version it reflects (a Delta app transaction `juki-journal`): `current_base` + `current_delta`,
+`codes`, `positions`, `held`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import json
+import os
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from engine.errors import StoreUnavailable
+from engine.schema import (
+    CODES_SCHEMA,
+    CURRENT_SCHEMA,
+    HELD_SCHEMA,
+    JOURNAL_SCHEMA,
+    POSITIONS_SCHEMA,
+)
+
+APP_ID = "juki-journal"
+SCHEMAS: dict[str, pa.Schema] = {
+    "journal": JOURNAL_SCHEMA,
+    "current_base": CURRENT_SCHEMA,
+    "current_delta": CURRENT_SCHEMA,
+    "codes": CODES_SCHEMA,
+    "positions": POSITIONS_SCHEMA,
+    "held": HELD_SCHEMA,
+}
+DERIVED = ("current_base", "current_delta", "codes", "positions", "held")
+
+
+@dataclass(frozen=True)
+class JournalHead:
+    """What the last journal commit says: its version, the next person key, the last stamp."""
+
+    version: int  # -1: empty journal
+    next_person: int
+    recorded_at: dt.datetime | None
+
+
+class Store:
+    """Handle on a store directory; create tables on first write."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+
+    def table_path(self, name: str) -> Path:
+        return self.path / name
+
+    def exists(self) -> bool:
+        return (self.path / "journal" / "_delta_log").is_dir()
+
+    def require(self) -> None:
+        """Raise StoreUnavailable unless the store has been created."""
+        if not self.exists():
+            raise StoreUnavailable(f"{self.path}: no juki store here (run `juki ingest` first)")
+
+    def ensure_tables(self) -> None:
+        """Create every missing table (empty), so readers always find all of them."""
+        from deltalake import write_deltalake
+
+        self.path.mkdir(parents=True, exist_ok=True)
+        for name, schema in SCHEMAS.items():
+            if not (self.table_path(name) / "_delta_log").is_dir():
+                write_deltalake(str(self.table_path(name)), schema.empty_table(), mode="append")
+
+    # -- versions ----------------------------------------------------------------------------
+    def delta(self, name: str) -> Any:
+        from deltalake import DeltaTable
+
+        return DeltaTable(str(self.table_path(name)))
+
+    def journal_head(self) -> JournalHead:
+        """Version and metadata of the last journal commit (cheap: one log entry)."""
+        if not self.exists():
+            return JournalHead(-1, 0, None)
+        table = self.delta("journal")
+        version = table.version()
+        if version == 0:  # the empty commit that created the table
+            return JournalHead(-1, 0, None)
+        meta = table.history(1)[0]
+        stamp = meta.get("juki_recorded_at")
+        return JournalHead(
+            version=version,
+            next_person=int(meta.get("juki_next_person", 0)),
+            recorded_at=dt.datetime.fromisoformat(stamp) if stamp else None,
+        )
+
+    def reflected_version(self, name: str) -> int:
+        """The journal version a derived table reflects (-1: none yet)."""
+        if not (self.table_path(name) / "_delta_log").is_dir():
+            return -1
+        v = self.delta(name).transaction_version(APP_ID)
+        return -1 if v is None else int(v)
+
+    def sizes(self) -> dict[str, int]:
+        """Bytes on disk per table."""
+        out = {}
+        for name in SCHEMAS:
+            root = self.table_path(name)
+            out[name] = sum(f.stat().st_size for f in root.rglob("*") if f.is_file())
+        return out
+
+    # -- the writer lock -----------------------------------------------------------------------
+    @contextlib.contextmanager
+    def writer(self, command: str, *, wait: bool = False) -> Iterator[None]:
+        """Hold the store's exclusive writer lock; a second writer exits 5 naming the holder."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        lock_path = self.path / ".writer.lock"
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            except BlockingIOError:
+                holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip() or "unknown"
+                raise StoreUnavailable.locked(self.path, holder) from None
+            info = {
+                "pid": os.getpid(),
+                "host": socket.gethostname(),
+                "command": command,
+                "since": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            }
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(info).encode(), 0)
+            yield
+        finally:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)
+            os.close(fd)
+
+
+def resolve_store(path: str | os.PathLike[str] | None) -> Store:
+    """The store named by an option, else JUKI_STORE, else ./juki-store (callers pass env in)."""
+    return Store(path if path is not None else "juki-store")
+

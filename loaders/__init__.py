@@ -1,0 +1,1 @@
+"""juki loaders: reading, validating and writing files; the synthetic population generator."""
