@@ -79,44 +79,45 @@ _FEMALE = """
 """
 
 # Foreign residents by origin (shares are a rough assumption, not from the reference figures):
-# surnames, male and female given names, and middle names used by some persons of the group.
+# surnames, male and female given names, male and female middle names used by some persons of the
+# group, and whether the middle name comes first (Vietnamese VAN/THI) or after the first name.
 _FOREIGN = {
     "CN": (0.27, "WANG ワン|LI リ|ZHANG チャン|LIU リュウ|CHEN チェン|YANG ヤン|ZHAO チャオ|"
                  "HUANG ホアン|ZHOU チョウ|WU ウー|XU シュー|SUN スン|LIN リン|GUO グオ",
            "WEI ウェイ|JUN ジュン|HAO ハオ|QIANG チャン|MING ミン|LEI レイ|JIAN ジエン",
-           "FANG ファン|MEI メイ|XIU シウ|YAN イェン|JING ジン|LING リン|XIN シン", ""),
+           "FANG ファン|MEI メイ|XIU シウ|YAN イェン|JING ジン|LING リン|XIN シン", "", "", False),
     "VN": (0.18, "NGUYEN グエン|TRAN チャン|LE レ|PHAM ファム|HOANG ホアン|VU ヴー|DANG ダン|"
                  "BUI ブイ|DO ドー|NGO ゴー",
            "MINH ミン|DUC ドゥック|HUNG フン|NAM ナム|TUAN トゥアン|LONG ロン|QUANG クアン",
            "LAN ラン|HOA ホア|LINH リン|MAI マイ|HUONG フオン|THAO タオ|TRANG チャン",
-           "VAN ヴァン|THI ティ"),
+           "VAN ヴァン", "THI ティ", True),
     "KR": (0.14, "KIM キム|LEE イ|PARK パク|CHOI チェ|JUNG チョン|KANG カン|CHO チョ|YOON ユン|"
                  "JANG チャン|LIM イム",
            "MINJUN ミンジュン|JIHOON ジフン|SEOJUN ソジュン|HYUNWOO ヒョヌ|DONGHYUN ドンヒョン",
-           "JIYEON ジヨン|SEOYEON ソヨン|MINJI ミンジ|SUJIN スジン|HAEUN ハウン", ""),
+           "JIYEON ジヨン|SEOYEON ソヨン|MINJI ミンジ|SUJIN スジン|HAEUN ハウン", "", "", False),
     "PH": (0.10, "SANTOS サントス|REYES レイエス|CRUZ クルス|BAUTISTA バウティスタ|"
                  "GARCIA ガルシア|MENDOZA メンドーサ|DELA CRUZ デラ・クルス",
            "JOSE ホセ|MARK マーク|JOHN ジョン|PAOLO パオロ|RAMON ラモン",
            "MARIA マリア|ROSE ローズ|GRACE グレース|JOY ジョイ|CRISTINA クリスティナ",
-           "DELOS REYES デロス・レイエス|MAE メイ"),
+           "ANTONIO アントニオ", "MAE メイ|ANN アン", False),
     "BR": (0.07, "SILVA シルバ|SOUZA ソウザ|OLIVEIRA オリベイラ|PEREIRA ペレイラ|COSTA コスタ|"
                  "FERREIRA フェレイラ|DOS SANTOS ドス・サントス",
            "LUCAS ルーカス|PAULO パウロ|CARLOS カルロス|RAFAEL ハファエル|THIAGO チアゴ",
            "ANA アナ|JULIANA ジュリアナ|FERNANDA フェルナンダ|PATRICIA パトリシア|CAMILA カミラ",
-           "HENRIQUE エンリケ|CRISTINA クリスティナ"),
+           "HENRIQUE エンリケ", "CRISTINA クリスティナ", False),
     "NP": (0.08, "SHRESTHA シュレスタ|GURUNG グルン|TAMANG タマン|RAI ライ|THAPA タパ|MAGAR マガル",
            "RAM ラム|BISHAL ビシャル|SANDEEP サンディープ|SURESH スレシュ|ANIL アニル",
            "SITA シタ|ANITA アニタ|SUNITA スニタ|PUJA プジャ|GITA ギタ",
-           "BAHADUR バハドゥル|KUMARI クマリ"),
+           "BAHADUR バハドゥル", "KUMARI クマリ", False),
     "EN": (0.10, "SMITH スミス|JOHNSON ジョンソン|WILLIAMS ウィリアムズ|BROWN ブラウン|"
                  "JONES ジョーンズ|MILLER ミラー|DAVIS デイビス|WILSON ウィルソン|TAYLOR テイラー",
            "MICHAEL マイケル|DAVID デイビッド|JAMES ジェームズ|ROBERT ロバート|DANIEL ダニエル",
            "MARY メアリー|JENNIFER ジェニファー|SARAH サラ|EMILY エミリー|ELIZABETH エリザベス",
-           "LEE リー|ANN アン|MARIE マリー|JAMES ジェームズ"),
+           "LEE リー|JAMES ジェームズ", "ANN アン|MARIE マリー", False),
     "IN": (0.06, "SINGH シン|KUMAR クマール|SHARMA シャルマ|PATEL パテル|GUPTA グプタ",
            "RAJ ラジ|AMIT アミット|RAHUL ラフル|VIKRAM ヴィクラム|ARJUN アルジュン",
            "PRIYA プリヤ|ANJALI アンジャリ|NEHA ネハ|POOJA プージャ|DIVYA ディヴィヤ",
-           "KUMAR クマール|DEVI デヴィ"),
+           "KUMAR クマール", "DEVI デヴィ", False),
 }
 FOREIGN_MIDDLE_SHARE = 0.3  # share of foreign given names that carry a middle name (assumption)
 
@@ -137,7 +138,7 @@ class NameTables:
 
     surname: list[str]
     surname_kana: list[str]
-    surname_weight: np.ndarray  # Japanese surnames only (Zipf-like)
+    surname_cum: np.ndarray  # cumulative weights over the Japanese surnames (Zipf-like)
     japanese_surnames: int  # surnames [0, japanese_surnames) are Japanese
     surname_group: np.ndarray  # per surname: foreign origin group, -1 for Japanese
     given_name: list[str]
@@ -149,14 +150,6 @@ class NameTables:
     group_share: np.ndarray  # foreign origin shares, summing to 1
     group_surnames: list[tuple[int, int]]  # [start, stop) into surname per group
     alias: list[str]  # 通称: Japanese-style full names used by foreign residents
-
-
-def _japanese_given(block: str, sex_index: int, eras_out: list[np.ndarray]) -> list[list[str]]:
-    rows = _pairs(block)
-    for name, _kana, eras in rows:
-        for era, tag in enumerate("omy"):
-            eras_out[era].append((sex_index, 1.0 if tag in eras else 0.02))
-    return rows
 
 
 def build_tables() -> NameTables:
@@ -185,7 +178,7 @@ def build_tables() -> NameTables:
     group_surnames: list[tuple[int, int]] = []
     foreign_given: list[tuple[int, int, str, str]] = []  # (group, sex index, name, kana)
     for gi, g in enumerate(groups):
-        _, surnames, male, female, middles = _FOREIGN[g]
+        _, surnames, male, female, male_middles, female_middles, middle_first = _FOREIGN[g]
         start = len(surname)
         for item in surnames.split("|"):
             latin, kana = _foreign_pair(item)
@@ -193,13 +186,18 @@ def build_tables() -> NameTables:
             surname_kana.append(kana)
             surname_group.append(gi)
         group_surnames.append((start, len(surname)))
-        middle = [_foreign_pair(m) for m in middles.split("|")] if middles else []
-        for sex_index, block in ((0, male), (1, female)):
+        for sex_index, block, middles in ((0, male, male_middles), (1, female, female_middles)):
+            middle = [_foreign_pair(m) for m in middles.split("|")] if middles else []
             for item in block.split("|"):
                 first, first_kana = _foreign_pair(item)
                 foreign_given.append((gi, sex_index, first, first_kana))
                 for mid, mid_kana in middle:
-                    foreign_given.append((gi, sex_index, f"{mid} {first}", f"{mid_kana}・{first_kana}"))
+                    parts = [(mid, mid_kana), (first, first_kana)]
+                    if not middle_first:
+                        parts.reverse()
+                    foreign_given.append(
+                        (gi, sex_index, " ".join(p[0] for p in parts), "・".join(p[1] for p in parts))
+                    )
     n_given = n_jp_given + len(foreign_given)
     given_cum = np.zeros((2, 3, n_given))
     for sex_index in (0, 1):
@@ -224,7 +222,7 @@ def build_tables() -> NameTables:
     return NameTables(
         surname=surname,
         surname_kana=surname_kana,
-        surname_weight=np.cumsum(surname_weight) / surname_weight.sum(),
+        surname_cum=np.cumsum(surname_weight) / surname_weight.sum(),
         japanese_surnames=n_jp,
         surname_group=np.array(surname_group, dtype=np.int8),
         given_name=given_name,
