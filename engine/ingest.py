@@ -73,7 +73,7 @@ class _CodeSpace:
         return np.where(hit, self._order[at], -1)
 
     def missing(self, values: np.ndarray) -> np.ndarray:
-        values = np.unique(values[values >= 0])
+        values = distinct(values[values >= 0])
         return values[self.lookup(values) < 0]
 
     def add(self, values: np.ndarray) -> np.ndarray:
@@ -83,6 +83,17 @@ class _CodeSpace:
         self._order = np.argsort(self.codes, kind="stable")
         self._sorted = self.codes[self._order]
         return np.arange(start, start + len(values), dtype=np.int64)
+
+
+def distinct(values: np.ndarray) -> np.ndarray:
+    """Sorted distinct values (sort-based: numpy's hash-based unique is slower here)."""
+    values = np.sort(values)
+    if len(values) == 0:
+        return values
+    keep = np.empty(len(values), np.bool_)
+    keep[0] = True
+    np.not_equal(values[1:], values[:-1], out=keep[1:])
+    return values[keep]
 
 
 def _grow(a: np.ndarray, n: int, fill: int) -> np.ndarray:
@@ -171,8 +182,7 @@ class IngestSession:
 
     def _codes_cids(self, values: np.ndarray, space: _CodeSpace) -> np.ndarray:
         """cids of codes, adding the unknown ones (owner -1)."""
-        new = np.unique(values[values >= 0])
-        new = new[space.lookup(new) < 0]
+        new = space.missing(values)
         if len(new):
             self._reserve(0, 0, len(new) if space is self.rc else 0,
                           len(new) if space is self.mn else 0)  # fmt: skip
@@ -197,7 +207,7 @@ class IngestSession:
         if len(x1_codes):
             cids = self.rc.lookup(x1_codes)
             owners = self.rc_owner[cids[cids >= 0]]
-            owners = np.unique(owners[owners >= 0])
+            owners = distinct(owners[owners >= 0])
             need = owners[~self.history_loaded[owners]]
             if len(need):
                 self._load_histories(need)
@@ -214,7 +224,7 @@ class IngestSession:
         )
         self._codes_cids(new_rc, self.rc)
         self._codes_cids(new_mn, self.mn)
-        persons = found["person"].unique().to_numpy()
+        persons = distinct(found["person"].to_numpy())
         self._load_persons(persons[self._local_of(persons) < 0])
         self._set_owners(found)
 
@@ -299,14 +309,23 @@ class IngestSession:
                 self.snaps["prev"][self.base_snap[p]] = s
 
     # -- one batch -----------------------------------------------------------------------------
-    def apply_batch(self, file: str, text: pl.DataFrame, *, sha256: str = "") -> BatchSummary:
-        """Sequence, validate, apply and commit one file's rows (text columns + `row`)."""
+    def apply_batch(
+        self, file: str, text: pl.DataFrame, *, sha256: str = "", prepared: bool = False
+    ) -> BatchSummary:
+        """Sequence, validate, apply and commit one file's rows (text columns + `row`).
+
+        `prepared`: the caller already passed these rows to `ensure` (with others of a group).
+        """
         text = text.with_columns(_pos=pl.int_range(pl.len(), dtype=pl.Int64), _file=pl.lit(file),
                                  _row=pl.col("row").cast(pl.Int32))  # fmt: skip
         seq = sequence(text, self.positions, self.held)
+        released = seq.to_apply.filter(pl.col("_from_held"))
         work = pl.concat([seq.to_apply, seq.unsequenced.with_columns(
             _from_held=pl.lit(False), _at=pl.col("_pos"))], how="diagonal_relaxed")  # fmt: skip
-        self.ensure(work)
+        if prepared:
+            self.ensure(released)
+        else:
+            self.ensure(work)
         checked = validate_rows(work.select(*TEXT_COLUMNS, "_pos", "_file", "_row", "_at",
                                             "_from_held", "_seq"))  # fmt: skip
         sequenced = pl.Series([True] * len(seq.to_apply) + [False] * len(seq.unsequenced))

@@ -48,6 +48,9 @@ def sequence(batch: pl.DataFrame, positions: pl.DataFrame, held: pl.DataFrame) -
     batch = batch.with_columns(
         _seq=pl.col("seq").str.strip_chars().cast(pl.Int64, strict=False), _usable=usable_key()
     )
+    fast = _in_order(batch, positions, held)
+    if fast is not None:
+        return fast
     unsequenced = batch.filter(~pl.col("_usable")).drop("_usable")
     keyed = batch.filter(pl.col("_usable")).drop("_usable")
     keyed = keyed.join(positions, on="municipality_code", how="left").with_columns(
@@ -87,4 +90,26 @@ def sequence(batch: pl.DataFrame, positions: pl.DataFrame, held: pl.DataFrame) -
         held_on_arrival=arrivals.drop(tidy).sort("_pos"),
         to_apply=to_apply.drop(tidy),
         still_held=waiting.filter(pl.col("_from_held")).drop(tidy),
+    )
+
+
+def _in_order(batch: pl.DataFrame, positions: pl.DataFrame, held: pl.DataFrame) -> Sequenced | None:
+    """The common case, cheaply: every row usable and each municipality's rows continue its seq
+    in file order, with nothing held for them. Else None (take the general path)."""
+    if not batch["_usable"].all():
+        return None
+    if held.height and held["municipality_code"].is_in(batch["municipality_code"].implode()).any():
+        return None
+    ranked = batch.join(positions, on="municipality_code", how="left").with_columns(
+        _rank=pl.int_range(1, pl.len() + 1).over("municipality_code")
+    )
+    if not (ranked["_seq"] == ranked["last_seq"].fill_null(0) + ranked["_rank"]).all():
+        return None
+    empty = batch.clear().drop("_usable")
+    return Sequenced(
+        unsequenced=empty,
+        duplicates=empty,
+        held_on_arrival=empty,
+        to_apply=batch.drop("_usable").with_columns(_at=pl.col("_pos"), _from_held=pl.lit(False)),
+        still_held=held.clear(),
     )

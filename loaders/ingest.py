@@ -102,7 +102,7 @@ def ingest_files(
             for index, f in group:
                 if isinstance(f, NotificationFile):
                     result: BatchSummary | FileError = session.apply_batch(
-                        f.path, f.rows, sha256=f.sha256
+                        f.path, f.rows, sha256=f.sha256, prepared=True
                     )
                     assert isinstance(result, BatchSummary)
                     if result.rejects is not None and result.rejects.height and targets:

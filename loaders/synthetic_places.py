@@ -78,9 +78,14 @@ class Geography:
     town_count: np.ndarray
     town_list: np.ndarray  # int16 indices into TOWN_NAMES
 
-    def address_prefix(self) -> list[str]:
-        """Prefecture + municipality name per municipality: the head of every address."""
-        return [self.prefecture_name[p] + n for p, n in zip(self.prefecture, self.name, strict=True)]
+    def address_heads(self) -> list[str]:
+        """Per town slot: prefecture + municipality + town name, the head of every address."""
+        heads = []
+        for m, (p, name) in enumerate(zip(self.prefecture, self.name, strict=True)):
+            start, count = int(self.town_start[m]), int(self.town_count[m])
+            for t in self.town_list[start : start + count]:
+                heads.append(self.prefecture_name[p] + name + TOWN_NAMES[t])
+        return heads
 
     def code_text(self) -> list[str]:
         return [f"{int(c):06d}" for c in self.code]
@@ -192,38 +197,6 @@ def build_geography() -> Geography:
         town_count=town_count,
         town_list=town_list,
     )
-
-
-def draw_address(
-    geo: Geography, municipality: np.ndarray, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """A random town and house number in each given municipality: (town, chome, banchi, go).
-
-    Urban style: chome 1–9, banchi 1–40, go 1–30 (三丁目12番5号); rural style: chome 0, go 0,
-    banchi 1–120 (45番地).
-    """
-    n = len(municipality)
-    k = geo.town_start[municipality] + (rng.random(n) * geo.town_count[municipality]).astype(np.int64)
-    town = geo.town_list[k]
-    urban = geo.style[municipality] == URBAN
-    chome = np.where(urban, rng.integers(1, 7, n), 0).astype(np.int8)
-    banchi = np.where(urban, rng.integers(1, 41, n), rng.integers(1, 121, n)).astype(np.int8)
-    go = np.where(urban, rng.integers(1, 31, n), 0).astype(np.int8)
-    return town, chome, banchi, go
-
-
-def chome_text() -> list[str]:
-    """Index 0 (rural) is empty; 1..9 are 一丁目..九丁目."""
-    return [""] + [KANJI_DIGITS[i] + "丁目" for i in range(1, 10)]
-
-
-def banchi_text() -> tuple[list[str], list[str]]:
-    """Texts for the banchi number: urban '12番', rural '45番地' (index = the number, up to 127)."""
-    return [f"{i}番" for i in range(128)], [f"{i}番地" for i in range(128)]
-
-
-def go_text() -> list[str]:
-    return [""] + [f"{i}号" for i in range(1, 128)]
 
 
 def pick_municipality(
