@@ -163,7 +163,7 @@ def _rules() -> list[tuple[pl.Expr, pl.Expr]]:
     return rules
 
 
-def first_broken_rule(frame: pl.LazyFrame) -> pl.LazyFrame:
+def first_broken_rule(frame: pl.DataFrame) -> pl.DataFrame:
     """Add `rule`, `reject_column`, `message` of the first rule each row breaks (null if none).
 
     The conditions are cheap boolean columns folded into the index of the first that holds; the
@@ -173,20 +173,26 @@ def first_broken_rule(frame: pl.LazyFrame) -> pl.LazyFrame:
     first = pl.min_horizontal(
         [pl.when(cond).then(pl.lit(i, pl.Int16)) for i, (cond, _) in enumerate(rules)]
     )
-    frame = frame.with_columns(_rule_index=first)
+    index = frame.select(first).to_series()
+    failing = index.is_not_null()
+    if not failing.any():
+        return frame.with_columns(
+            rule=pl.lit(None, pl.String),
+            reject_column=pl.lit(None, pl.String),
+            message=pl.lit(None, pl.String),
+        )
     failure = None
     for i, (_, fail) in enumerate(rules):
         hit = pl.col("_rule_index") == i
         failure = pl.when(hit).then(fail) if failure is None else failure.when(hit).then(fail)
     assert failure is not None
-    bad = frame.filter(pl.col("_rule_index").is_not_null()).with_columns(_failure=failure)
-    bad = bad.unnest("_failure")
-    good = frame.filter(pl.col("_rule_index").is_null()).with_columns(
-        rule=pl.lit(None, pl.String),
-        reject_column=pl.lit(None, pl.String),
-        message=pl.lit(None, pl.String),
+    bad = (
+        frame.with_columns(_rule_index=index)
+        .filter(failing)
+        .select(pl.col("_position"), failure.alias("_failure"))
+        .unnest("_failure")
     )
-    return pl.concat([good, bad]).sort("_position").drop("_rule_index")
+    return frame.join(bad, on="_position", how="left", maintain_order="left")
 
 
 def typed_columns() -> list[pl.Expr]:
@@ -218,5 +224,5 @@ def typed_columns() -> list[pl.Expr]:
 
 def validate_rows(text: pl.DataFrame) -> pl.DataFrame:
     """Typed rows plus `rule`, `reject_column`, `message` of the first stateless rule broken."""
-    frame = text.lazy().with_row_index("_position")
-    return first_broken_rule(frame).with_columns(typed_columns()).drop("_position").collect()
+    frame = text.with_row_index("_position")
+    return first_broken_rule(frame).with_columns(typed_columns()).drop("_position")
