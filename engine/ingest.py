@@ -114,7 +114,8 @@ class IngestSession:
         derived.catch_up(store)
         head = store.journal_head()
         self.start_version = head.version
-        self.journal_version = store.delta("journal").version()
+        self.journal_table = store.delta("journal")  # written in place: no log replay per batch
+        self.journal_version = self.journal_table.version()
         self.next_person = head.next_person
         self.last_recorded_at = head.recorded_at
         self.positions = pl.read_delta(str(store.table_path("positions")))
@@ -465,7 +466,7 @@ class IngestSession:
 
     def _commit(self, batch: int, stamp: dt.datetime, journal: pl.DataFrame, file: str,
                 sha256: str) -> None:  # fmt: skip
-        from deltalake import CommitProperties, write_deltalake
+        from deltalake import CommitProperties, PostCommitHookProperties, write_deltalake
 
         counts = journal["outcome"].value_counts()
         summary = dict(zip(counts["outcome"].to_list(), counts["count"].to_list(), strict=True))
@@ -475,7 +476,7 @@ class IngestSession:
             .otherwise(pl.col("message"))
         )
         write_deltalake(
-            str(self.store.table_path("journal")),
+            self.journal_table,
             journal.to_arrow().cast(JOURNAL_SCHEMA),
             mode="append",
             commit_properties=CommitProperties(
@@ -485,6 +486,10 @@ class IngestSession:
                     "juki_file": file,
                     "juki_batch": str(batch),
                 }
+            ),
+            # Keep every commit entry: the journal's log is part of the audit trail.
+            post_commithook_properties=PostCommitHookProperties(
+                create_checkpoint=True, cleanup_expired_logs=False
             ),
         )
         self.journal_version = batch

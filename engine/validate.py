@@ -8,6 +8,8 @@ Rules that need the person's state (`unknown-person` … `x1-target`) live in `e
 
 from __future__ import annotations
 
+import functools
+
 import polars as pl
 
 from engine.codes import WIDTH, check_digit_expr
@@ -73,6 +75,7 @@ def _fail(rule: str, column: str | None, message: pl.Expr | str) -> pl.Expr:
     )
 
 
+@functools.cache
 def _rules() -> list[tuple[pl.Expr, pl.Expr]]:
     """(breaks, failure) pairs in the order of SPEC §4's rule list; the first that holds wins."""
     is_x1 = pl.col("reason") == "X1"
@@ -195,6 +198,7 @@ def first_broken_rule(frame: pl.DataFrame) -> pl.DataFrame:
     return frame.join(bad, on="_position", how="left", maintain_order="left")
 
 
+@functools.cache
 def typed_columns() -> list[pl.Expr]:
     """The typed journal columns parsed from the text form (X1 rows keep only their own fields)."""
     rec = pl.col("reason") != "X1"

@@ -1,27 +1,8 @@
-"""Shared fixtures; and the process ends with os._exit (DESIGN.md: Arrow threads can abort exit)."""
+"""Shared test fixtures; tests/ is on sys.path so tests import `builders` and `oracle`."""
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
-import pytest
-
 sys.path.insert(0, str(Path(__file__).parent))
-
-
-@pytest.hookimpl(trylast=True)
-def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    session.config._juki_exitstatus = int(exitstatus)  # type: ignore[attr-defined]
-
-
-@pytest.hookimpl(trylast=True)
-def pytest_unconfigure(config: pytest.Config) -> None:
-    """After the summary is printed: flush and leave before Arrow's threads can abort the exit."""
-    status = getattr(config, "_juki_exitstatus", None)
-    if status is None or os.environ.get("JUKI_NO_HARD_EXIT"):
-        return
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(status)

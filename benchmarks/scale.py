@@ -1,0 +1,92 @@
+"""National-scale runner: generate, initial load, compaction, a year of changes as one call.
+
+    python -m benchmarks.scale --residents 10_000_000 --months 12 --out /tmp/juki-scale
+
+Prints a table of juki's figures beside Polars and DuckDB baselines measured in the same run.
+A year of changes of a 10 M population (~1.7 M rows) stands in for one month of national changes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import shutil
+import time
+from itertools import groupby
+from pathlib import Path
+
+from benchmarks.baselines import duckdb_validate, polars_validate
+from engine.derived import compact
+from engine.store import Store
+from loaders.demo import month_of
+from loaders.ingest import ingest_files
+from loaders.synthetic import generate
+
+
+def _rss_gib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def run(residents: int, months: int, out: Path, *, seed: int = 1) -> list[tuple[str, str]]:
+    rows: list[tuple[str, str]] = []
+    files_dir, store_dir = out / "files", out / "store"
+    shutil.rmtree(out, ignore_errors=True)
+    t = time.perf_counter()
+    summary = generate(files_dir, residents=residents, months=months, seed=seed)
+    gen_s = time.perf_counter() - t
+    rows.append(("generate: residents/s written", f"{residents / gen_s:,.0f} ({gen_s:.1f} s)"))
+    files = sorted(summary.files)
+    initial = [f for f in files if month_of(f).startswith("0000")]
+    changes = [f for f in files if not month_of(f).startswith("0000")]
+    store = Store(store_dir)
+
+    t = time.perf_counter()
+    report = ingest_files(store, initial)
+    load_s = time.perf_counter() - t
+    n_init = report.total("applied")
+    rows.append(("initial load: A4 rows/s (validated, history + derived)",
+                 f"{n_init / load_s:,.0f} ({n_init:,} rows, {load_s:.1f} s)"))  # fmt: skip
+    t = time.perf_counter()
+    with store.writer("benchmark compact"):
+        compact(store)
+    rows.append(("compaction of current", f"{time.perf_counter() - t:.1f} s"))
+
+    t = time.perf_counter()
+    report = ingest_files(store, changes)
+    ch_s = time.perf_counter() - t
+    n_ch = sum(getattr(f, "applied", 0) + getattr(f, "rejected", 0) for f in report.files)
+    rows.append((f"changes: {len(list(groupby(changes, key=month_of)))} months as one call, rows/s",
+                 f"{n_ch / ch_s:,.0f} ({n_ch:,} rows, {ch_s:.1f} s, "
+                 f"{report.total('rejected')} rejected)"))  # fmt: skip
+
+    n, s = polars_validate(changes)
+    rows.append(("baseline: stateless Polars validation of the same rows, rows/s",
+                 f"{n / s:,.0f} ({s:.2f} s)"))  # fmt: skip
+    n, s = duckdb_validate(changes)
+    rows.append(("baseline: stateless DuckDB validation of the same rows, rows/s",
+                 f"{n / s:,.0f} ({s:.2f} s)"))  # fmt: skip
+    rows.append(("peak RSS", f"{_rss_gib():.1f} GiB"))
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--residents", type=lambda s: int(s.replace("_", "")), default=1_000_000)
+    parser.add_argument("--months", type=int, default=12)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=Path("/tmp/juki-scale"))
+    args = parser.parse_args()
+    rows = run(args.residents, args.months, args.out, seed=args.seed)
+    width = max(len(k) for k, _ in rows)
+    print(f"juki scale run: {args.residents:,} residents, {args.months} months")
+    for k, v in rows:
+        print(f"  {k:<{width}}  {v}")
+
+
+if __name__ == "__main__":
+    import os
+    import sys
+
+    main()
+    sys.stdout.flush()
+    os._exit(0)
