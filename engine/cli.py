@@ -20,6 +20,7 @@ from typing import Annotated, Any
 import typer
 from typer.exceptions import Abort, Exit, TyperException
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -38,8 +39,20 @@ held_app = typer.Typer(help="Rows held until their municipality's seq gap fills.
 app.add_typer(store_app, name="store")
 app.add_typer(held_app, name="held")
 
-err = Console(stderr=True, highlight=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 out = Console(highlight=False, soft_wrap=True)
+
+
+def _line(text: str) -> None:
+    """One plain line on stderr (errors: no markup, no wrapping)."""
+    print(text, file=sys.stderr, flush=True)
+
+
+def _json(obj: object) -> None:
+    """One compact JSON value on stdout, written as is (no markup)."""
+    sys.stdout.write(json.dumps(obj, ensure_ascii=False, separators=(",", ":"), default=str))
+    sys.stdout.write("\n")
+    sys.stdout.flush()
 
 StoreOpt = Annotated[
     Path,
@@ -98,11 +111,10 @@ def ingest(
     from loaders.ingest import ingest_files
 
     def emit(result: Any) -> None:
+        if hasattr(result, "error"):
+            _line(result.error)
         if json_lines:
-            out.print(json.dumps(result.to_json(), ensure_ascii=False, separators=(",", ":")))
-            sys.stdout.flush()
-        elif hasattr(result, "error"):
-            err.print(result.error)
+            _json(result.to_json())
 
     with _progress("ingest") as progress:
         report = ingest_files(
@@ -111,7 +123,7 @@ def ingest(
         )  # fmt: skip
     if not json_lines:
         out.print(_ingest_table(report))
-    err.print(
+    _line(
         f"ingested {len(report.files)} file(s): {report.total('applied')} applied, "
         f"{report.total('rejected')} rejected, {report.total('duplicate')} duplicate, "
         f"{report.total('held')} held, {report.total('released')} released "
@@ -124,9 +136,9 @@ def _ingest_table(report: Any) -> Table:
     table = Table("file", "applied", "rejected", "duplicate", "held", "released")
     for f in report.files:
         if hasattr(f, "error"):
-            table.add_row(f.file, "[red]unreadable[/red]", "", "", "", "")
+            table.add_row(escape(f.file), "[red]unreadable[/red]", "", "", "", "")
         else:
-            table.add_row(f.file, *(str(getattr(f, k)) for k in
+            table.add_row(escape(f.file), *(str(getattr(f, k)) for k in
                                     ("applied", "rejected", "duplicate", "held", "released")))  # fmt: skip
     return table
 
@@ -154,7 +166,7 @@ def generate(
         summary = run(out_dir, residents=residents, months=months, seed=seed, start=start,
                       file_format=file_format.value, progress=progress)  # fmt: skip
     rate = summary.rows / summary.seconds if summary.seconds else 0.0
-    err.print(f"generated {summary.rows:,} rows in {len(summary.files)} files in "
+    _line(f"generated {summary.rows:,} rows in {len(summary.files)} files in "
               f"{summary.seconds:.1f} s ({rate:,.0f} rows/s) → {out_dir}")  # fmt: skip
     return 0
 
@@ -184,7 +196,7 @@ def demo(
     for k, v in result.items():
         table.add_row(k, f"{v:,}" if isinstance(v, int) else str(v))
     out.print(table)
-    err.print(f"demo done: store at {store}; try `juki store info --store {store}`")
+    _line(f"demo done: store at {store}; try `juki store info --store {store}`")
     return 0
 
 
@@ -202,7 +214,7 @@ def store_info(
 
     rows = info(_store(store))
     if json_out:
-        out.print(json.dumps(rows, ensure_ascii=False))
+        _json(rows)
         return 0
     table = Table("table", "version", "reflects journal", "rows", "files", "MiB")
     for r in rows:
@@ -224,7 +236,7 @@ def store_rebuild(store: StoreOpt = DEFAULT_STORE) -> int:
     s.require()
     with s.writer("juki store rebuild"):
         version = rebuild(s)
-    err.print(f"rebuilt derived tables at journal version {version} ({store})")
+    _line(f"rebuilt derived tables at journal version {version} ({store})")
     return 0
 
 
@@ -240,7 +252,7 @@ def store_compact(store: StoreOpt = DEFAULT_STORE) -> int:
     s.require()
     with s.writer("juki store compact"):
         version = compact(s)
-    err.print(f"compacted current at journal version {version} ({store})")
+    _line(f"compacted current at journal version {version} ({store})")
     return 0
 
 
@@ -259,14 +271,14 @@ def held_list(
     s.require()
     rows = held_rows(s)
     if json_out:
-        out.print(json.dumps(rows, ensure_ascii=False, default=str))
+        _json(rows)
     else:
         table = Table("municipality_code", "seq", "waits for seq", "file", "row")
         for r in rows:
             table.add_row(r["municipality_code"], str(r["seq"]), str(r["waits_for"]), r["file"],
                           str(r["row"]))  # fmt: skip
         out.print(table)
-    err.print(f"{len(rows)} held row(s)")
+    _line(f"{len(rows)} held row(s)")
     return 0
 
 

@@ -422,7 +422,9 @@ class IngestSession:
         applied = pl.col("_applied")
         msg_rule = pl.col("rule").fill_null(pl.col("_state_rule"))
         processed = outcome.with_columns(
-            outcome=pl.when(applied & pl.col("_from_held")).then(pl.lit("released"))
+            # A row that waited (from an earlier batch, or held on arrival in this one) is released.
+            outcome=pl.when(applied & (pl.col("_from_held") | (pl.col("_at") > pl.col("_pos"))))
+            .then(pl.lit("released"))
             .when(applied).then(pl.lit("applied")).otherwise(pl.lit("rejected")),
             rule=msg_rule,
             reject_column=pl.when(pl.col("rule").is_not_null()).then(pl.col("reject_column"))

@@ -13,6 +13,7 @@ import datetime as dt
 import fcntl
 import json
 import os
+import shutil
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -61,7 +62,7 @@ class Store:
         return self.path / name
 
     def exists(self) -> bool:
-        return (self.path / "journal" / "_delta_log").is_dir()
+        return _has_commit(self.table_path("journal"))
 
     def require(self) -> None:
         """Raise StoreUnavailable unless the store has been created."""
@@ -74,8 +75,12 @@ class Store:
 
         self.path.mkdir(parents=True, exist_ok=True)
         for name, schema in SCHEMAS.items():
-            if not (self.table_path(name) / "_delta_log").is_dir():
-                write_deltalake(str(self.table_path(name)), schema.empty_table(), mode="append")
+            root = self.table_path(name)
+            if not _has_commit(root):
+                # A table whose first commit never completed (a crash while the store was being
+                # created) holds nothing: start it again.
+                shutil.rmtree(root, ignore_errors=True)
+                write_deltalake(str(root), schema.empty_table(), mode="append")
 
     # -- versions ----------------------------------------------------------------------------
     def delta(self, name: str) -> Any:
@@ -101,7 +106,7 @@ class Store:
 
     def reflected_version(self, name: str) -> int:
         """The journal version a derived table reflects (-1: none yet)."""
-        if not (self.table_path(name) / "_delta_log").is_dir():
+        if not _has_commit(self.table_path(name)):
             return -1
         v = self.delta(name).transaction_version(APP_ID)
         return -1 if v is None else int(v)
@@ -122,11 +127,12 @@ class Store:
         lock_path = self.path / ".writer.lock"
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-            except BlockingIOError:
-                holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip() or "unknown"
-                raise StoreUnavailable.locked(self.path, holder) from None
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip() or "unknown"
+            os.close(fd)
+            raise StoreUnavailable.locked(self.path, holder) from None
+        try:
             info = {
                 "pid": os.getpid(),
                 "host": socket.gethostname(),
@@ -140,6 +146,11 @@ class Store:
             with contextlib.suppress(OSError):
                 os.ftruncate(fd, 0)
             os.close(fd)
+
+
+def _has_commit(root: Path) -> bool:
+    """A Delta table exists once its first commit file does."""
+    return (root / "_delta_log" / "00000000000000000000.json").is_file()
 
 
 def resolve_store(path: str | os.PathLike[str] | None) -> Store:

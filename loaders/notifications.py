@@ -109,6 +109,8 @@ def read_notifications(path: str | Path, *, encoding: Encoding | None = None) ->
     digest = hashlib.sha256(data).hexdigest()
     if data[:4] == b"PAR1":
         frame = _read_parquet(name)
+    elif name.lower().endswith(".parquet"):
+        raise InputRejected.unreadable(name, "not a readable Parquet file (no Parquet magic bytes)")
     else:
         frame = _read_csv(name, data, encoding)
     missing = [c for c in REQUIRED_INPUT_COLUMNS if c not in frame.columns]
