@@ -177,16 +177,16 @@ def held_rows(store: Store, rows: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def catch_up(store: Store, rows: pl.DataFrame | None = None, *, rows_after: int = -1) -> int:
-    """Bring every derived table to the journal head; returns the head version.
+def catch_up(store: Store, rows: pl.DataFrame | None = None, *, rows_after: int = 0) -> int:
+    """Bring every derived table to the journal head; returns the head batch.
 
     `rows` may carry journal rows already in memory (every batch after `rows_after`), which
     saves reading them back; otherwise they are read from the journal.
     """
-    head = store.journal_head().version
-    if head < 0:
+    head = store.journal_head().batch
+    if head == 0:
         return head
-    versions = {name: store.reflected_version(name) for name in CATCH_UP_TABLES}
+    versions = {name: store.reflected_batch(name) for name in CATCH_UP_TABLES}
     low = min(versions.values())
     if low >= head:
         return head
@@ -206,7 +206,7 @@ def catch_up(store: Store, rows: pl.DataFrame | None = None, *, rows_after: int 
 
 
 def rebuild(store: Store, *, progress: Callable[[int, int], None] | None = None) -> int:
-    """Recompute every derived table from the whole journal; returns the journal version."""
+    """Recompute every derived table from the whole journal; returns the journal's last batch."""
     for name in ("current_base", *CATCH_UP_TABLES):
         shutil.rmtree(store.table_path(name), ignore_errors=True)
     store.ensure_tables()
@@ -222,7 +222,7 @@ def compact(store: Store) -> int:
     A crash between the two commits leaves the delta applied twice, which reads the same.
     """
     head = catch_up(store)
-    version = store.reflected_version("current_delta")
+    version = store.reflected_batch("current_delta")
     merged = (
         pl.concat(
             [

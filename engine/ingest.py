@@ -22,11 +22,13 @@ from engine import derived
 from engine.current import scan_current
 from engine.schema import JOURNAL_SCHEMA, NOTIFICATION_COLUMNS, REASONS
 from engine.sequencing import sequence
-from engine.store import Store
+from engine.store import KEEP_LOG, Store
 from engine.transitions import SKIPPED, STATEFUL_RULES, apply_rows
 from engine.validate import validate_rows
 
 TEXT_COLUMNS = NOTIFICATION_COLUMNS
+COMPACT_EVERY = 48  # journal batch files between merges of the small ones
+JOURNAL_FILE_BYTES = 32 * 2**20  # merged files at this size are left alone
 ONE_MICROSECOND = dt.timedelta(microseconds=1)
 
 
@@ -113,9 +115,9 @@ class IngestSession:
         store.ensure_tables()
         derived.catch_up(store)
         head = store.journal_head()
-        self.start_version = head.version
+        self.start_batch = head.batch
+        self.last_batch = head.batch
         self.journal_table = store.delta("journal")  # written in place: no log replay per batch
-        self.journal_version = self.journal_table.version()
         self.next_person = head.next_person
         self.last_recorded_at = head.recorded_at
         self.positions = pl.read_delta(str(store.table_path("positions")))
@@ -139,6 +141,7 @@ class IngestSession:
         }  # fmt: skip
         self.counts = np.zeros(2, np.int64)
         self.journal_parts: list[pl.DataFrame] = []
+        self.small_files = 0
 
     # -- state loading ------------------------------------------------------------------------
     @staticmethod
@@ -289,7 +292,7 @@ class IngestSession:
         """Splice the store's effective history under the base snapshot of these persons."""
         persons = self.glob[locals_]
         history = derived.history_of(
-            self.store, pl.Series(persons), upto=self.start_version
+            self.store, pl.Series(persons), upto=self.start_batch
         )
         self.history_loaded[locals_] = True
         if history.is_empty():
@@ -332,7 +335,7 @@ class IngestSession:
         sequenced = pl.Series([True] * len(seq.to_apply) + [False] * len(seq.unsequenced))
         checked = checked.with_columns(sequenced=sequenced)
         outcome = self._walk(checked)
-        batch = self.journal_version + 1
+        batch = self.last_batch + 1
         stamp = self._stamp()
         journal = self._journal_rows(batch, stamp, file, seq, outcome)
         self._commit(batch, stamp, journal, file, sha256)
@@ -468,7 +471,7 @@ class IngestSession:
 
     def _commit(self, batch: int, stamp: dt.datetime, journal: pl.DataFrame, file: str,
                 sha256: str) -> None:  # fmt: skip
-        from deltalake import CommitProperties, PostCommitHookProperties, write_deltalake
+        from deltalake import CommitProperties, write_deltalake
 
         counts = journal["outcome"].value_counts()
         summary = dict(zip(counts["outcome"].to_list(), counts["count"].to_list(), strict=True))
@@ -477,25 +480,41 @@ class IngestSession:
             .then(pl.lit(json.dumps({"sha256": sha256, **summary})))
             .otherwise(pl.col("message"))
         )
+        self.last_batch = batch  # the commit below records it as the head
         write_deltalake(
             self.journal_table,
             journal.to_arrow().cast(JOURNAL_SCHEMA),
             mode="append",
             commit_properties=CommitProperties(
-                custom_metadata={
-                    "juki_next_person": str(self.next_person),
-                    "juki_recorded_at": stamp.isoformat(),
-                    "juki_file": file,
-                    "juki_batch": str(batch),
-                }
+                custom_metadata={**self._head_metadata(), "juki_file": file}
             ),
-            # Keep every commit entry: the journal's log is part of the audit trail.
-            post_commithook_properties=PostCommitHookProperties(
-                create_checkpoint=True, cleanup_expired_logs=False
-            ),
+            post_commithook_properties=KEEP_LOG,
         )
-        self.journal_version = batch
         self.journal_parts.append(journal)
+        self.small_files += 1
+        if self.small_files >= COMPACT_EVERY:
+            self._compact_journal()
+
+    def _compact_journal(self) -> None:
+        """Merge the journal's small batch files (data unchanged): a Delta commit costs time in
+        proportion to the table's live files, and a month adds ~100 of them."""
+        from deltalake import CommitProperties
+
+        self.journal_table.optimize.compact(
+            target_size=JOURNAL_FILE_BYTES,
+            commit_properties=CommitProperties(custom_metadata=self._head_metadata()),
+            post_commithook_properties=KEEP_LOG,
+        )
+        self.small_files = 0
+
+    def _head_metadata(self) -> dict[str, str]:
+        """What every journal commit carries for the next writer (see Store.journal_head)."""
+        stamp = self.last_recorded_at
+        return {
+            "juki_batch": str(self.last_batch),
+            "juki_next_person": str(self.next_person),
+            "juki_recorded_at": stamp.isoformat() if stamp else "",
+        }
 
     def _advance(self, journal: pl.DataFrame, seq: Any) -> None:
         """Move positions and held rows past this batch (in memory)."""
@@ -514,8 +533,10 @@ class IngestSession:
 
     def finish(self) -> int:
         """Catch the derived tables up to the journal (from the rows in memory)."""
+        if self.small_files > 1:
+            self._compact_journal()
         rows = pl.concat(self.journal_parts) if self.journal_parts else None
-        return derived.catch_up(self.store, rows, rows_after=self.start_version)
+        return derived.catch_up(self.store, rows, rows_after=self.start_batch)
 
 
 def _state_message() -> pl.Expr:

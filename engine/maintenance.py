@@ -11,15 +11,16 @@ from engine.store import SCHEMAS, Store
 
 
 def store_info(store: Store) -> list[dict[str, Any]]:
-    """Per table: Delta version, the journal version it reflects, rows, files, bytes."""
+    """Per table: Delta version, the journal batch it reflects, rows, files, bytes."""
     store.require()
     sizes = store.sizes()
+    head = store.journal_head().batch
     rows = []
     for name in SCHEMAS:
         table = store.delta(name)
         actions = pl.DataFrame(table.get_add_actions(flatten=True))
         count = int(actions["num_records"].sum()) if actions.height else 0
-        reflects = table.version() if name == "journal" else store.reflected_version(name)
+        reflects = head if name == "journal" else store.reflected_batch(name)
         rows.append({"table": name, "version": table.version(), "reflects": reflects,
                      "rows": count, "files": actions.height, "bytes": sizes[name]})  # fmt: skip
     return rows

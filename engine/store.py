@@ -2,7 +2,7 @@
 
 Tables (see DESIGN.md): `journal` (the truth: every received row with its outcome; one ingest
 batch is one commit), and what is derived from it for speed, each committed with the journal
-version it reflects (a Delta app transaction `juki-journal`): `current_base` + `current_delta`,
+batch it reflects (a Delta app transaction `juki-journal`): `current_base` + `current_delta`,
 `codes`, `positions`, `held`.
 """
 
@@ -32,6 +32,16 @@ from engine.schema import (
 )
 
 APP_ID = "juki-journal"
+
+
+def _keep_log() -> Any:
+    from deltalake import PostCommitHookProperties
+
+    # Checkpoints yes; never delete commit entries: the journal's log is part of the audit trail.
+    return PostCommitHookProperties(create_checkpoint=True, cleanup_expired_logs=False)
+
+
+KEEP_LOG = _keep_log()
 SCHEMAS: dict[str, pa.Schema] = {
     "journal": JOURNAL_SCHEMA,
     "current_base": CURRENT_SCHEMA,
@@ -45,9 +55,14 @@ DERIVED = ("current_base", "current_delta", "codes", "positions", "held")
 
 @dataclass(frozen=True)
 class JournalHead:
-    """What the last journal commit says: its version, the next person key, the last stamp."""
+    """What the last journal commit says: its last batch, the next person key, the last stamp.
 
-    version: int  # -1: empty journal
+    Batches are numbered 1, 2, … (the journal's `batch` column); derived tables record the last
+    batch they reflect. Other commits (merging small files) carry the same metadata.
+    """
+
+    version: int  # the journal's Delta version
+    batch: int  # 0: no batch yet
     next_person: int
     recorded_at: dt.datetime | None
 
@@ -91,25 +106,24 @@ class Store:
     def journal_head(self) -> JournalHead:
         """Version and metadata of the last journal commit (cheap: one log entry)."""
         if not self.exists():
-            return JournalHead(-1, 0, None)
+            return JournalHead(-1, 0, 0, None)
         table = self.delta("journal")
         version = table.version()
-        if version == 0:  # the empty commit that created the table
-            return JournalHead(-1, 0, None)
         meta = table.history(1)[0]
         stamp = meta.get("juki_recorded_at")
         return JournalHead(
             version=version,
+            batch=int(meta.get("juki_batch", 0)),
             next_person=int(meta.get("juki_next_person", 0)),
             recorded_at=dt.datetime.fromisoformat(stamp) if stamp else None,
         )
 
-    def reflected_version(self, name: str) -> int:
-        """The journal version a derived table reflects (-1: none yet)."""
+    def reflected_batch(self, name: str) -> int:
+        """The last journal batch a derived table reflects (0: none yet)."""
         if not _has_commit(self.table_path(name)):
-            return -1
+            return 0
         v = self.delta(name).transaction_version(APP_ID)
-        return -1 if v is None else int(v)
+        return 0 if v is None else int(v)
 
     def sizes(self) -> dict[str, int]:
         """Bytes on disk per table."""

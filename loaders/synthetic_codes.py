@@ -63,14 +63,21 @@ def code_text(codes: np.ndarray, width: int, valid: np.ndarray | None = None) ->
     """Zero-padded decimal text of int64 codes as an Arrow string array, built from raw buffers.
 
     Every value has the same width, so the offsets are an arithmetic progression and the digits
-    are one (n, width) uint8 matrix: no per-value formatting. `valid` marks non-null values.
+    are one (n, width) uint8 matrix: no per-value formatting. The digits come from two int32
+    halves (int32 division is about twice as fast as int64). `valid` marks non-null values.
     """
     n = len(codes)
     digits = np.empty((n, width), dtype=np.uint8)
     rest = np.where(codes < 0, 0, codes).astype(np.int64)
-    for k in range(width - 1, -1, -1):
-        digits[:, k] = rest % 10 + 48
-        rest //= 10
+    halves = (
+        ((rest // 1_000_000).astype(np.int32), 0, width - 6),
+        ((rest % 1_000_000).astype(np.int32), width - 6, width),
+    )
+    for part, lo, hi in halves:
+        for k in range(hi - 1, lo - 1, -1):
+            quotient = part // 10
+            digits[:, k] = part - quotient * 10 + 48
+            part = quotient
     offsets = np.arange(0, width * (n + 1), width, dtype=np.int32)
     bitmap = None
     if valid is not None and not valid.all():

@@ -12,7 +12,6 @@ month ends with nobody in status 2.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -85,10 +84,11 @@ class Month:
     rng: np.random.Generator
     first_day: int  # days since the epoch
     days: int  # days in the month
-    foreign_p: np.ndarray  # P(foreign | age band) for new persons
 
     def __post_init__(self) -> None:
-        self.busy = np.zeros(self.people.count, dtype=bool)
+        # Only persons who exist at the start of the month take part; newborns and arrivals wait.
+        self.existing = self.people.count
+        self.busy = np.zeros(self.existing, dtype=bool)
         registered = np.count_nonzero(self.people["state"] == REGISTERED)
         self.scale = registered / fig.REFERENCE_POPULATION / 12
 
@@ -96,34 +96,38 @@ class Month:
     def last_day(self) -> int:
         return self.first_day + self.days - 1
 
-    def volume(self, event: str, share: float = 1.0) -> int:
+    def volume(self, event: str) -> int:
         """This month's count of an event: Poisson around the scaled yearly figure, at least 1."""
-        return max(1, int(self.rng.poisson(fig.YEARLY[event] * share * self.scale)))
+        return max(1, int(self.rng.poisson(fig.YEARLY[event] * self.scale)))
 
-    def choose(self, event: str, count: int | None = None) -> np.ndarray:
-        """Up to `count` distinct registered, not yet busy persons for `event`; marks them busy."""
-        return self.choose_by(PROFILES[event], self.volume(event) if count is None else count)
-
-    def choose_by(self, table: np.ndarray, count: int) -> np.ndarray:
-        people, rng = self.people, self.rng
+    def choose(self, event: str) -> np.ndarray:
+        """Distinct registered persons, not yet busy this month, for `event`; marks them busy."""
+        table, need, rate = PROFILES[event], self.volume(event), 0.05
+        c, rng = self.people.columns, self.rng
         chosen: list[np.ndarray] = []
-        need, rate = count, 0.05
         for _ in range(40):
             if need <= 0:
                 break
-            draws = int(min(need / rate * 1.3 + 64, 4 * people.count + 64))
-            ids = rng.integers(0, people.count, draws)
-            ids = ids[(people.columns["state"][ids] == REGISTERED) & ~self.busy[ids]]
-            band = fig.age_band(people.columns["birth_date"][ids], self.first_day)
-            p = table[band, people.columns["sex"][ids], people.columns["resident_kind"][ids]]
-            ids = ids[rng.random(len(ids)) < p]
+            draws = int(min(need / rate * 1.3 + 64, 4 * self.existing + 64))
+            ids = rng.integers(0, self.existing, draws)
+            ids = ids[(c["state"][ids] == REGISTERED) & ~self.busy[ids]]
+            band = fig.age_band(c["birth_date"][ids], self.first_day)
+            ids = ids[rng.random(len(ids)) < table[band, c["sex"][ids], c["resident_kind"][ids]]]
             _, first = np.unique(ids, return_index=True)
             ids = ids[np.sort(first)][:need]
             self.busy[ids] = True
             chosen.append(ids)
             need -= len(ids)
             rate = max(len(ids) / draws, 1e-4)
-        return np.concatenate(chosen) if chosen else np.zeros(0, np.int64)
+        return np.concatenate(chosen)
+
+    def removed(self, state: int, count: int) -> np.ndarray:
+        """Up to `count` persons removed (in `state`) before this month, sorted."""
+        pool = np.flatnonzero((self.people.columns["state"][: self.existing] == state) & ~self.busy)
+        k = min(len(pool), count)
+        ids = np.sort(self.rng.choice(pool, k, replace=False)) if k else pool[:0]
+        self.busy[ids] = True
+        return ids
 
     def dates(self, n: int) -> np.ndarray:
         return (self.first_day + self.rng.integers(0, self.days, n)).astype(np.int32)
@@ -134,87 +138,77 @@ class Month:
         day = change_date.astype(np.int64) + self.rng.integers(0, max_delay_days + 1, n)
         return timestamps_us(day, self.rng.integers(0, OFFICE_HOURS_S, n))
 
-    def rows(self, ids: np.ndarray, reason: str, change_date: np.ndarray, **extra) -> RowBatch:
+    def rows(
+        self,
+        ids: np.ndarray,
+        reason: str,
+        change_date: np.ndarray,
+        notified_at: np.ndarray | None = None,
+        *,
+        phase: int = 0,
+        **extra: np.ndarray,
+    ) -> RowBatch:
         """Rows carrying these persons' records as they are now."""
-        notified = extra.pop("notified_at", None)
-        if notified is None:
-            notified = self.notified(change_date)
         return RowBatch.of(
             self.people.snapshot(ids),
             reason=reason,
             change_date=change_date,
-            notified_at=notified,
+            notified_at=self.notified(change_date) if notified_at is None else notified_at,
             person=ids,
+            phase=phase,
             **extra,
         )
 
-    def new_address(self, ids: np.ndarray, municipality: np.ndarray) -> None:
-        self.people.set(ids, municipality=municipality, **draw_address(self.geo, municipality, self.rng))
+    def move(self, ids: np.ndarray, municipality: np.ndarray) -> None:
+        """A new address (town, house number) in the given municipalities."""
+        address = draw_address(self.geo, municipality, self.rng)
+        self.people.set(ids, municipality=municipality, **address)
 
 
-def _other_municipality(month: Month, current: np.ndarray) -> np.ndarray:
-    """A municipality other than `current`: in the same prefecture for the reference's share of
-    moves (2,684,497 of 5,207,746 in 2024), else in another prefecture, by population."""
-    geo, rng = month.geo, month.rng
-    pref = geo.prefecture[current].astype(np.int64)
-    other = rng.random(len(current)) >= fig.INTRA_PREFECTURE_MOVES
-    drawn = _pick_prefecture(rng, geo, len(current))
-    clash = drawn == pref
-    drawn[clash] = (drawn[clash] + 1 + rng.integers(0, 46, int(clash.sum()))) % 47
-    target = np.where(other, drawn, pref)
-    out = pick_municipality(geo, target, rng)
-    for _ in range(8):  # redraw the few that landed on the municipality they leave
-        same = np.flatnonzero(out == current)
-        if not len(same):
-            break
-        out[same] = pick_municipality(geo, target[same], rng)
-    same = out == current  # still the same: take the next municipality of the prefecture
-    lo, hi = geo.first[target[same]], geo.first[target[same] + 1]
-    out[same] = (lo + (out[same] - lo + 1) % (hi - lo)).astype(np.int16)
-    return out
+@dataclass
+class MonthRows:
+    """A month's rows: main rows, follow-ups (M6, X1) and move-ins (A2), plus the rows an X1
+    may cancel with the records from before them."""
 
-
-def _pick_prefecture(rng: np.random.Generator, geo: Geography, n: int) -> np.ndarray:
-    """Prefectures drawn by their 2020 census share."""
-    p = np.searchsorted(np.cumsum(geo.prefecture_share), rng.random(n), side="right")
-    return np.minimum(p, 46).astype(np.int64)
+    main: list[RowBatch]
+    follow: list[RowBatch]
+    move_in: list[RowBatch]
+    cancellable: list[tuple[RowBatch, dict[str, np.ndarray]]]
 
 
 def simulate_month(month: Month) -> tuple[RowBatch, RowBatch]:
     """Change the people by one month; return (rows of the `-1-` files, A2 rows of the `-2-`)."""
-    main: list[RowBatch] = []
-    follow: list[RowBatch] = []
-    step: list[Callable[[Month, list[RowBatch], list[RowBatch]], None]] = [
-        _deaths, _births, _moves_out, _removals, _name_changes, _moves_within, _record_changes,
-        _entries,
-    ]  # fmt: skip
-    moves: list[RowBatch] = []
-    for s in step:
-        s(month, main, follow if s is not _moves_out else moves)
-    main_rows = RowBatch.concat(main)
-    cancellations = _cancellations(month, main_rows)
-    file_1 = RowBatch.concat([main_rows, *follow, *cancellations])
-    file_2 = RowBatch.concat(moves) if moves else RowBatch.concat([main_rows.take(slice(0, 0))])
-    return file_1, file_2
+    out = MonthRows([], [], [], [])
+    _deaths(month, out)
+    _births(month, out)
+    _moves_out(month, out)
+    _removals(month, out)
+    _name_changes(month, out)
+    _moves_within(month, out)
+    _record_changes(month, out)
+    _entries(month, out)
+    main = RowBatch.concat(out.main)
+    return RowBatch.concat([main, *out.follow, *_cancellations(month, main, out)]), RowBatch.concat(
+        out.move_in
+    )
 
 
-def _deaths(month: Month, main: list[RowBatch], follow: list[RowBatch]) -> None:
+def _deaths(month: Month, out: MonthRows) -> None:
     """D3, weighted to old age (vital statistics 2024: 1,605,378 deaths)."""
     ids = month.choose("death")
     month.people.set(ids, state=DEAD)
-    main.append(month.rows(ids, "D3", month.dates(len(ids))))
+    out.main.append(month.rows(ids, "D3", month.dates(len(ids))))
 
 
-def _births(month: Month, main: list[RowBatch], follow: list[RowBatch]) -> None:
+def _births(month: Month, out: MonthRows) -> None:
     """A1: a baby born this month, registered with the mother (aged 20–44) at her address."""
     people, rng = month.people, month.rng
-    mothers = month.choose("birth")
-    n = len(mothers)
+    mother = people.snapshot(month.choose("birth"))
+    n = len(mother["sex"])
     birth = month.dates(n)
-    ids = people.add(n)
-    mother = people.snapshot(mothers)
     sex = np.where(rng.random(n) < 105 / 205, 1, 2).astype(np.int8)
     kind = mother["resident_kind"]
+    ids = people.add(n)
     people.set(
         ids,
         **{f: mother[f] for f in ("municipality", "surname", "town", "block", "go", "protected")},
@@ -228,125 +222,133 @@ def _births(month: Month, main: list[RowBatch], follow: list[RowBatch]) -> None:
         my_number=month.issuer.issue("my_number", n),
         state=REGISTERED,
     )
-    # A birth is notified within 14 days (出生届).
-    main.append(month.rows(ids, "A1", birth, notified_at=month.notified(birth, 13)))
+    # 出生届 is due within 14 days of the birth.
+    out.main.append(month.rows(ids, "A1", birth, month.notified(birth, 13)))
 
 
-def _moves_out(month: Month, main: list[RowBatch], moves: list[RowBatch]) -> None:
+def _moves_out(month: Month, out: MonthRows) -> None:
     """D1 at the old municipality, then A2 at the new one within 14 days (same month)."""
     ids = month.choose("move_out")
-    out = month.dates(len(ids))
+    leave = month.dates(len(ids))
     month.people.set(ids, state=MOVING_OUT)
-    d1 = month.rows(ids, "D1", out)
-    main.append(d1)
-    delay = np.minimum(month.rng.integers(0, 15, len(ids)), month.last_day - out)
-    arrive = (out + delay).astype(np.int32)
-    current = month.people.columns["municipality"][ids]
-    month.new_address(ids, _other_municipality(month, current))
+    d1 = month.rows(ids, "D1", leave)
+    out.main.append(d1)
+    delay = np.minimum(month.rng.integers(0, 15, len(ids)), month.last_day - leave)
+    arrive = (leave + delay).astype(np.int32)
+    month.move(ids, _other_municipality(month, month.people.columns["municipality"][ids]))
     month.people.set(ids, state=REGISTERED)
     notified = np.maximum(month.notified(arrive), d1["notified_at"] + 3_600_000_000)
-    moves.append(month.rows(ids, "A2", arrive, notified_at=notified))
+    out.move_in.append(month.rows(ids, "A2", arrive, notified))
 
 
-def _removals(month: Month, main: list[RowBatch], follow: list[RowBatch]) -> None:
+def _removals(month: Month, out: MonthRows) -> None:
     """D2 (to abroad, mostly foreign residents) and D4 (ex officio removal)."""
-    for event, reason, state in (("abroad_out", "D2", ABROAD), ("ex_officio_removal", "D4", REMOVED_EX_OFFICIO)):
+    for event, reason, state in (
+        ("abroad_out", "D2", ABROAD),
+        ("ex_officio_removal", "D4", REMOVED_EX_OFFICIO),
+    ):
         ids = month.choose(event)
         month.people.set(ids, state=state)
-        main.append(month.rows(ids, reason, month.dates(len(ids))))
+        out.main.append(month.rows(ids, reason, month.dates(len(ids))))
 
 
-def _name_changes(month: Month, main: list[RowBatch], follow: list[RowBatch]) -> None:
-    """M2 on marriage (new surname; sometimes M6 records the old one as 旧氏) and on divorce (back
-    to the 旧氏 when one is recorded, then M6 clears it; else another surname)."""
+def _name_changes(month: Month, out: MonthRows) -> None:
+    """M2 on marriage (new surname; sometimes an M6 records the old one as 旧氏) and on divorce
+    (back to the 旧氏 when one is recorded, and an M6 clears it; else another surname)."""
     people, rng, names = month.people, month.rng, month.names
+    c = people.columns
     ids = month.choose("marriage")
-    old = people.columns["surname"][ids]
-    people.set(ids, surname=draw_other_surname(rng, old, names))
-    date = month.dates(len(ids))
-    m2 = month.rows(ids, "M2", date)
-    main.append(m2)
-    keep = (rng.random(len(ids)) < fig.MARRIAGE_FORMER_SURNAME) & (people.columns["former_surname"][ids] < 0)
-    keep[: 1 if len(ids) and not keep.any() and people.columns["former_surname"][ids[0]] < 0 else 0] = True
-    k = np.flatnonzero(keep)
-    people.set(ids[k], former_surname=old[k])
-    follow.append(month.rows(ids[k], "M6", date[k], phase=1, notified_at=m2["notified_at"][k] + 60_000_000))
-    month.married_without_follow_up = m2.take(np.flatnonzero(~keep))
+    before = people.snapshot(ids)
+    people.set(ids, surname=draw_other_surname(rng, before["surname"], names))
+    m2 = month.rows(ids, "M2", month.dates(len(ids)))
+    out.main.append(m2)
+    with_m6 = (rng.random(len(ids)) < fig.MARRIAGE_FORMER_SURNAME) & (before["former_surname"] < 0)
+    k = np.flatnonzero(with_m6)
+    people.set(ids[k], former_surname=before["surname"][k])
+    out.follow.append(_follow_up(month, m2.take(k), "M6"))
+    alone = np.flatnonzero(~with_m6)
+    out.cancellable.append((m2.take(alone), {f: v[alone] for f, v in before.items()}))
 
     ids = month.choose("divorce")
-    former = people.columns["former_surname"][ids]
-    has = former >= 0
-    people.set(ids, surname=np.where(has, former, draw_other_surname(rng, people.columns["surname"][ids], names)))
-    date = month.dates(len(ids))
-    m2 = month.rows(ids, "M2", date)
-    main.append(m2)
-    k = np.flatnonzero(has)
+    former = c["former_surname"][ids]
+    back = former >= 0
+    other = draw_other_surname(rng, c["surname"][ids], names)
+    people.set(ids, surname=np.where(back, former, other))
+    m2 = month.rows(ids, "M2", month.dates(len(ids)))
+    out.main.append(m2)
+    k = np.flatnonzero(back)
     people.set(ids[k], former_surname=-1)
-    follow.append(month.rows(ids[k], "M6", date[k], phase=1, notified_at=m2["notified_at"][k] + 60_000_000))
+    out.follow.append(_follow_up(month, m2.take(k), "M6"))
 
 
-def _moves_within(month: Month, main: list[RowBatch], follow: list[RowBatch]) -> None:
+def _follow_up(month: Month, main: RowBatch, reason: str) -> RowBatch:
+    """A row notified a minute after its main row, same date, ordered after it (phase 1)."""
+    return month.rows(
+        main["person"], reason, main["change_date"], main["notified_at"] + 60_000_000, phase=1
+    )
+
+
+def _moves_within(month: Month, out: MonthRows) -> None:
     """M1: a new address in the same municipality (転居)."""
     ids = month.choose("move_within")
-    month.moved_within = month.rows(ids, "M1", month.dates(len(ids)))  # before the change, for X1
-    month.new_address(ids, month.people.columns["municipality"][ids])
-    main.append(month.rows(ids, "M1", month.moved_within["change_date"],
-                           notified_at=month.moved_within["notified_at"]))
+    before = month.people.snapshot(ids)
+    month.move(ids, before["municipality"])
+    m1 = month.rows(ids, "M1", month.dates(len(ids)))
+    out.main.append(m1)
+    out.cancellable.append((m1, before))
 
 
-def _record_changes(month: Month, main: list[RowBatch], follow: list[RowBatch]) -> None:
+def _record_changes(month: Month, out: MonthRows) -> None:
     """M3 (given name corrected), M4 (new My Number), M5 (new resident code), M6 (旧氏 recorded or
     removed on its own), M7 (通称 recorded or removed)."""
     people, rng, names = month.people, month.rng, month.names
     c = people.columns
     ids = month.choose("correction")
-    people.set(ids, given_name=draw_given_name(rng, c["sex"][ids], c["resident_kind"][ids],
-                                               c["birth_date"][ids], c["surname"][ids], names))
-    main.append(month.rows(ids, "M3", month.dates(len(ids))))
+    given = draw_given_name(
+        rng, c["sex"][ids], c["resident_kind"][ids], c["birth_date"][ids], c["surname"][ids], names
+    )
+    people.set(ids, given_name=given)
+    out.main.append(month.rows(ids, "M3", month.dates(len(ids))))
 
     ids = month.choose("my_number_change")
     people.set(ids, my_number=month.issuer.issue("my_number", len(ids)))
-    main.append(month.rows(ids, "M4", month.dates(len(ids))))
+    out.main.append(month.rows(ids, "M4", month.dates(len(ids))))
 
     ids = month.choose("resident_code_change")
-    previous = c["resident_code"][ids].copy()
+    previous = c["resident_code"][ids]
     people.set(ids, resident_code=month.issuer.issue("resident_code", len(ids)))
-    main.append(month.rows(ids, "M5", month.dates(len(ids)), previous_resident_code=previous))
+    out.main.append(month.rows(ids, "M5", month.dates(len(ids)), previous_resident_code=previous))
 
     ids = month.choose("former_surname")
-    cleared = c["former_surname"][ids] >= 0
+    recorded = c["former_surname"][ids] >= 0
     new = draw_other_surname(rng, c["surname"][ids], names)
-    people.set(ids, former_surname=np.where(cleared, -1, new))
-    main.append(month.rows(ids, "M6", month.dates(len(ids))))
+    people.set(ids, former_surname=np.where(recorded, -1, new))
+    out.main.append(month.rows(ids, "M6", month.dates(len(ids))))
 
     ids = month.choose("alias")
     had = c["alias"][ids] >= 0
     new = (rng.random(len(ids)) * len(names.alias)).astype(np.int16)
     people.set(ids, alias=np.where(had, -1, new))
-    main.append(month.rows(ids, "M7", month.dates(len(ids))))
+    out.main.append(month.rows(ids, "M7", month.dates(len(ids))))
 
 
-def _entries(month: Month, main: list[RowBatch], follow: list[RowBatch]) -> None:
-    """A3 from abroad (returning persons removed by D2, and new persons, mostly foreign) and A4 of
-    persons removed ex officio (registered again in their prefecture)."""
-    people, rng = month.people, month.rng
+def _entries(month: Month, out: MonthRows) -> None:
+    """A3 from abroad (persons who left by D2 coming back, and new persons, mostly foreign) and
+    A4 of persons removed ex officio (registered again in their prefecture)."""
+    people, rng, geo = month.people, month.rng, month.geo
     total = month.volume("abroad_in")
-    pool = np.flatnonzero(people["state"] == ABROAD)
-    k = min(len(pool), max(1, int(round(total * fig.ABROAD_IN_RETURNING))))
-    ids = np.sort(rng.choice(pool, k, replace=False)) if k else pool[:0]
-    month.new_address(ids, pick_municipality(month.geo, _pick_prefecture(rng, month.geo, k), rng))
-    people.set(ids, state=REGISTERED)
-    main.append(month.rows(ids, "A3", month.dates(k)))
+    back = month.removed(ABROAD, max(1, round(total * fig.ABROAD_IN_RETURNING)))
+    month.move(back, pick_municipality(geo, _pick_prefecture(rng, geo, len(back)), rng))
+    people.set(back, state=REGISTERED)
+    out.main.append(month.rows(back, "A3", month.dates(len(back))))
 
-    pool = np.flatnonzero(people["state"] == REMOVED_EX_OFFICIO)
-    k = min(len(pool), month.volume("ex_officio_entry"))
-    ids = np.sort(rng.choice(pool, k, replace=False)) if k else pool[:0]
-    pref = month.geo.prefecture[people.columns["municipality"][ids]]
-    month.new_address(ids, pick_municipality(month.geo, pref, rng))
-    people.set(ids, state=REGISTERED)
-    main.append(month.rows(ids, "A4", month.dates(k)))
+    found = month.removed(REMOVED_EX_OFFICIO, month.volume("ex_officio_entry"))
+    prefecture = geo.prefecture[people.columns["municipality"][found]]
+    month.move(found, pick_municipality(geo, prefecture, rng))
+    people.set(found, state=REGISTERED)
+    out.main.append(month.rows(found, "A4", month.dates(len(found))))
 
-    main.append(_arrivals(month, max(1, total - len(ids))))
+    out.main.append(_arrivals(month, max(1, total - len(back))))
 
 
 def _arrivals(month: Month, n: int) -> RowBatch:
@@ -360,27 +362,60 @@ def _arrivals(month: Month, n: int) -> RowBatch:
     sex = np.where(rng.random(n) < 0.55, 1, 2).astype(np.int8)
     kind = np.where(rng.random(n) < fig.ABROAD_IN_NEW_FOREIGN, 2, 1).astype(np.int8)
     municipality = pick_municipality(geo, _pick_prefecture(rng, geo, n), rng)
+    record = draw_persons(rng, birth, sex, kind, municipality, month.first_day, month.names, geo)
     ids = people.add(n)
-    people.set(ids, **draw_persons(rng, birth, sex, kind, municipality, month.first_day, month.names, geo))
-    people.set(ids, resident_code=month.issuer.issue("resident_code", n),
-               my_number=month.issuer.issue("my_number", n), state=REGISTERED)  # fmt: skip
+    people.set(ids, **record, state=REGISTERED)
+    people.set(
+        ids,
+        resident_code=month.issuer.issue("resident_code", n),
+        my_number=month.issuer.issue("my_number", n),
+    )
     return month.rows(ids, "A3", date)
 
 
-def _cancellations(month: Month, main_rows: RowBatch) -> list[RowBatch]:
-    """X1 cancelling this month's M1 or M2 (one without a follow-up) of a few persons: the record
-    reverts to what it was, and the X1 row carries that record."""
+def _cancellations(month: Month, main: RowBatch, out: MonthRows) -> list[RowBatch]:
+    """X1 cancelling this month's M1 or M2 (one without a follow-up) of a few persons: the
+    record reverts to what it was before, and the X1 row carries that record."""
     rng = month.rng
-    candidates = RowBatch.concat([month.moved_within, month.married_without_follow_up])
-    k = min(len(candidates), month.volume("cancellation"))
+    rows = RowBatch.concat([r for r, _ in out.cancellable])
+    before = {f: np.concatenate([b[f] for _, b in out.cancellable]) for f in out.cancellable[0][1]}
+    k = min(len(rows), month.volume("cancellation"))
     if not k:
         return []
-    before = candidates.take(np.sort(rng.choice(len(candidates), k, replace=False)))
-    ids = before["person"]
-    order = np.argsort(main_rows["person"], kind="stable")
-    target = order[np.searchsorted(main_rows["person"], ids, sorter=order)]
-    month.people.set(ids, **{f: before[f] for f in ("town", "block", "go", "surname")})
-    cancelled = main_rows["change_date"][target].astype(np.int64)
+    pick = np.sort(rng.choice(len(rows), k, replace=False))
+    ids = rows["person"][pick]
+    month.people.set(ids, **{f: v[pick] for f, v in before.items()})
+    order = np.argsort(main["person"], kind="stable")
+    target = order[np.searchsorted(main["person"], ids, sorter=order)]
+    cancelled = main["change_date"][target].astype(np.int64)
     date = (cancelled + rng.integers(0, month.last_day - cancelled + 1)).astype(np.int32)
-    notified = np.maximum(month.notified(date), main_rows["notified_at"][target] + 3_600_000_000)
-    return [month.rows(ids, "X1", date, phase=1, notified_at=notified, target=target)]
+    notified = np.maximum(month.notified(date), main["notified_at"][target] + 3_600_000_000)
+    return [month.rows(ids, "X1", date, notified, phase=1, target=target)]
+
+
+def _other_municipality(month: Month, current: np.ndarray) -> np.ndarray:
+    """A municipality other than `current`: in the same prefecture for the reference's share of
+    moves (2,684,497 of 5,207,746 in 2024), else in another prefecture, by population."""
+    geo, rng = month.geo, month.rng
+    pref = geo.prefecture[current].astype(np.int64)
+    drawn = _pick_prefecture(rng, geo, len(current))
+    clash = np.flatnonzero(drawn == pref)
+    drawn[clash] = (drawn[clash] + 1 + rng.integers(0, 46, len(clash))) % 47
+    stay = rng.random(len(current)) < fig.INTRA_PREFECTURE_MOVES
+    target = np.where(stay, pref, drawn)
+    new = pick_municipality(geo, target, rng)
+    for _ in range(8):  # redraw the few that landed on the municipality they leave
+        same = np.flatnonzero(new == current)
+        if not len(same):
+            return new
+        new[same] = pick_municipality(geo, target[same], rng)
+    same = np.flatnonzero(new == current)  # still: the next municipality of the prefecture
+    lo, hi = geo.first[target[same]], geo.first[target[same] + 1]
+    new[same] = lo + (new[same] - lo + 1) % (hi - lo)
+    return new
+
+
+def _pick_prefecture(rng: np.random.Generator, geo: Geography, n: int) -> np.ndarray:
+    """Prefectures drawn by their 2020 census share."""
+    p = np.searchsorted(np.cumsum(geo.prefecture_share), rng.random(n), side="right")
+    return np.minimum(p, 46).astype(np.int64)

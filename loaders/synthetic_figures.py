@@ -12,6 +12,7 @@ DAYS_PER_YEAR = 365.2425
 BANDS = 21  # 0-4, 5-9, ..., 95-99, 100+
 CENSUS_DAY = np.datetime64("2020-10-01")
 
+# fmt: off
 # 2020 census, age × sex in 5-year bands (0-4 … 80-84, 85+), via e-Stat (reference table 3c).
 CENSUS_MALE = [2_311_189, 2_606_651, 2_742_131, 2_880_029, 3_017_869, 3_074_087, 3_297_031,
                3_696_855, 4_189_446, 4_862_990, 4_277_003, 3_865_303, 3_592_903, 3_910_060,
@@ -19,16 +20,19 @@ CENSUS_MALE = [2_311_189, 2_606_651, 2_742_131, 2_880_029, 3_017_869, 3_074_087,
 CENSUS_FEMALE = [2_204_893, 2_482_442, 2_608_386, 2_737_411, 2_913_437, 2_957_877, 3_187_563,
                  3_614_712, 4_101_631, 4_787_303, 4_262_848, 3_902_179, 3_704_287, 4_165_208,
                  4_762_509, 3_838_068, 3_100_635, 4_124_434]
+# fmt: on
 # Births since the census: 2024 vital statistics count 686,173 births against ~903k a year behind
 # the census 0-4 band, so the cohorts born after the census are ~0.8 of that band's density.
 BIRTHS_SINCE_CENSUS_FACTOR = 0.8
-OLDEST_TAIL_YEARS = 4.5  # assumption: ages past 85 at census decay with this mean (years)
+OLDEST_TAIL_YEARS = 4.0  # assumption: ages past 85 at census decay with this mean (years)
 
 # 住基 2024-01-01: 3,323,374 foreign residents of 124,885,175 (reference table 3a): 2.7%.
 FOREIGN_SHARE = 3_323_374 / 124_885_175
+# fmt: off
 # Assumption: relative likelihood of being a foreign resident by age band (working ages dominate).
 FOREIGN_BY_BAND = np.array([0.6, 0.5, 0.5, 1.0, 3.5, 3.5, 2.6, 1.9, 1.4, 1.2, 1.0, 0.9, 0.7, 0.5,
                             0.35, 0.25, 0.2, 0.15, 0.1, 0.1, 0.1])
+# fmt: on
 PROTECTED_SHARE = 0.0005  # brief: ~0.05% under DV等支援措置
 FORMER_SURNAME_SHARE = (0.001, 0.01)  # assumption: 旧氏 registered, (men, women) aged 25+
 ALIAS_SHARE = 0.10  # assumption: foreign residents with a registered 通称
@@ -72,10 +76,12 @@ def _bands(values: dict[tuple[int, int], float], default: float = 0.0) -> np.nda
 
 # Assumed age profiles (relative, per person of the band): the reference gives totals only, plus
 # the peak of inter-prefecture movers at 20–34 (s-housing, 2024), which the move profile follows.
+# fmt: off
 MORTALITY = np.array([0.4, 0.07, 0.08, 0.25, 0.4, 0.45, 0.5, 0.7, 1.0, 1.6, 2.6, 4.0, 6.3, 10.0,
                       15.0, 25.0, 45.0, 85.0, 160.0, 290.0, 450.0])  # per 1,000, life-table shape
 MOVE = np.array([3.0, 2.0, 1.5, 3.0, 10.0, 9.5, 6.5, 4.5, 3.3, 2.7, 2.3, 2.0, 1.8, 1.5, 1.3, 1.3,
                  1.4, 1.5, 1.5, 1.5, 1.5])
+# fmt: on
 MOVE_WITHIN = np.sqrt(MOVE)  # assumption: 転居 is less concentrated on young adults
 MOTHER = _bands({(4, 4): 0.3, (5, 5): 1.0, (6, 6): 1.1, (7, 7): 0.6, (8, 8): 0.12})
 MARRIAGE = _bands({(4, 4): 0.5, (5, 5): 1.0, (6, 6): 0.7, (7, 7): 0.35, (8, 8): 0.2, (9, 9): 0.1})
@@ -85,17 +91,29 @@ ADULT = _bands({(4, 12): 1.0, (13, 20): 0.5})
 ANY = np.ones(BANDS)
 MARRIED_AGE = _bands({(5, 12): 1.0, (13, 16): 0.5})
 # Assumption: age bands of new foreign residents arriving from abroad (students, workers).
-ARRIVAL_BANDS = _bands({(0, 2): 0.02, (3, 3): 0.1, (4, 4): 0.35, (5, 5): 0.25, (6, 6): 0.12,
-                        (7, 7): 0.07, (8, 9): 0.04, (10, 12): 0.02})
+ARRIVAL_BANDS = _bands(
+    {
+        (0, 2): 0.02,
+        (3, 3): 0.1,
+        (4, 4): 0.35,
+        (5, 5): 0.25,
+        (6, 6): 0.12,
+        (7, 7): 0.07,
+        (8, 9): 0.04,
+        (10, 12): 0.02,
+    }
+)
 # Assumption: foreign residents move house and emigrate far more often than Japanese residents
 # (foreign nationals were 334,659 of 2,523,249 inter-prefecture movers in 2024, 13% of movers
 # for 2.7% of the population).
-FOREIGN_MOVE_FACTOR = 5.0
+FOREIGN_MOVE_FACTOR = 3.0
 FOREIGN_ABROAD_OUT_FACTOR = 40.0
 MALE_MORTALITY_FACTOR = 1.4  # assumption: men die younger (applies from 40 on)
 
 
-def initial_age_table(start: np.datetime64) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def initial_age_table(
+    start: np.datetime64,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Age categories of the initial population on `start`: (low age, width, male, female counts).
 
     The 2020 census bands are shifted by the years since the census (reference: "shift the bands
@@ -107,6 +125,10 @@ def initial_age_table(start: np.datetime64) -> tuple[np.ndarray, np.ndarray, np.
     low = np.arange(18) * 5.0 + shift
     width = np.full(18, 5.0)
     width[-1] = -OLDEST_TAIL_YEARS  # negative width marks the exponential tail
+    # Deaths since the census thin each cohort (MORTALITY at its age now, per 1,000 a year).
+    now = np.minimum((low + 2.5) // 5, BANDS - 1).astype(np.int64)
+    survival = np.exp(-MORTALITY[now] / 1000 * shift)
+    male, female = male * survival, female * survival
     if shift > 0:
         young = shift / 5.0 * BIRTHS_SINCE_CENSUS_FACTOR
         low = np.concatenate([[0.0], low])
@@ -114,6 +136,14 @@ def initial_age_table(start: np.datetime64) -> tuple[np.ndarray, np.ndarray, np.
         male = np.concatenate([[male[0] * young], male])
         female = np.concatenate([[female[0] * young], female])
     return low, width, male, female
+
+
+def band_population(table: tuple[np.ndarray, ...]) -> np.ndarray:
+    """Persons per 5-year band (by the middle age of each category) of an initial age table."""
+    low, width, male, female = table
+    middle = low + np.abs(width) / 2
+    band = np.minimum(middle // 5, BANDS - 1).astype(np.int64)
+    return np.bincount(band, weights=male + female, minlength=BANDS)
 
 
 def age_band(birth_date: np.ndarray, day: int) -> np.ndarray:

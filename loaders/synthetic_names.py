@@ -78,30 +78,31 @@ _FEMALE = """
 菜摘 ナツミ y|綾香 アヤカ y|菜月 ナツキ y|夏美 ナツミ my|芽衣 メイ y|杏奈 アンナ y|日葵 ヒマリ y|結愛 ユア y
 """
 
+# fmt: off
 # Foreign residents by origin (shares are a rough assumption, not from the reference figures):
 # surnames, male and female given names, male and female middle names used by some persons of the
 # group, and whether the middle name comes first (Vietnamese VAN/THI) or after the first name.
 _FOREIGN = {
-    "CN": (0.27, "WANG ワン|LI リ|ZHANG チャン|LIU リュウ|CHEN チェン|YANG ヤン|ZHAO チャオ|"
-                 "HUANG ホアン|ZHOU チョウ|WU ウー|XU シュー|SUN スン|LIN リン|GUO グオ",
+    "CN": (0.27, ("WANG ワン|LI リ|ZHANG チャン|LIU リュウ|CHEN チェン|YANG ヤン|ZHAO チャオ|"
+                 "HUANG ホアン|ZHOU チョウ|WU ウー|XU シュー|SUN スン|LIN リン|GUO グオ"),
            "WEI ウェイ|JUN ジュン|HAO ハオ|QIANG チャン|MING ミン|LEI レイ|JIAN ジエン",
            "FANG ファン|MEI メイ|XIU シウ|YAN イェン|JING ジン|LING リン|XIN シン", "", "", False),
-    "VN": (0.18, "NGUYEN グエン|TRAN チャン|LE レ|PHAM ファム|HOANG ホアン|VU ヴー|DANG ダン|"
-                 "BUI ブイ|DO ドー|NGO ゴー",
+    "VN": (0.18, ("NGUYEN グエン|TRAN チャン|LE レ|PHAM ファム|HOANG ホアン|VU ヴー|DANG ダン|"
+                 "BUI ブイ|DO ドー|NGO ゴー"),
            "MINH ミン|DUC ドゥック|HUNG フン|NAM ナム|TUAN トゥアン|LONG ロン|QUANG クアン",
            "LAN ラン|HOA ホア|LINH リン|MAI マイ|HUONG フオン|THAO タオ|TRANG チャン",
            "VAN ヴァン", "THI ティ", True),
-    "KR": (0.14, "KIM キム|LEE イ|PARK パク|CHOI チェ|JUNG チョン|KANG カン|CHO チョ|YOON ユン|"
-                 "JANG チャン|LIM イム",
+    "KR": (0.14, ("KIM キム|LEE イ|PARK パク|CHOI チェ|JUNG チョン|KANG カン|CHO チョ|YOON ユン|"
+                 "JANG チャン|LIM イム"),
            "MINJUN ミンジュン|JIHOON ジフン|SEOJUN ソジュン|HYUNWOO ヒョヌ|DONGHYUN ドンヒョン",
            "JIYEON ジヨン|SEOYEON ソヨン|MINJI ミンジ|SUJIN スジン|HAEUN ハウン", "", "", False),
-    "PH": (0.10, "SANTOS サントス|REYES レイエス|CRUZ クルス|BAUTISTA バウティスタ|"
-                 "GARCIA ガルシア|MENDOZA メンドーサ|DELA CRUZ デラ・クルス",
+    "PH": (0.10, ("SANTOS サントス|REYES レイエス|CRUZ クルス|BAUTISTA バウティスタ|"
+                 "GARCIA ガルシア|MENDOZA メンドーサ|DELA CRUZ デラ・クルス"),
            "JOSE ホセ|MARK マーク|JOHN ジョン|PAOLO パオロ|RAMON ラモン",
            "MARIA マリア|ROSE ローズ|GRACE グレース|JOY ジョイ|CRISTINA クリスティナ",
            "ANTONIO アントニオ", "MAE メイ|ANN アン", False),
-    "BR": (0.07, "SILVA シルバ|SOUZA ソウザ|OLIVEIRA オリベイラ|PEREIRA ペレイラ|COSTA コスタ|"
-                 "FERREIRA フェレイラ|DOS SANTOS ドス・サントス",
+    "BR": (0.07, ("SILVA シルバ|SOUZA ソウザ|OLIVEIRA オリベイラ|PEREIRA ペレイラ|COSTA コスタ|"
+                 "FERREIRA フェレイラ|DOS SANTOS ドス・サントス"),
            "LUCAS ルーカス|PAULO パウロ|CARLOS カルロス|RAFAEL ハファエル|THIAGO チアゴ",
            "ANA アナ|JULIANA ジュリアナ|FERNANDA フェルナンダ|PATRICIA パトリシア|CAMILA カミラ",
            "HENRIQUE エンリケ", "CRISTINA クリスティナ", False),
@@ -109,8 +110,8 @@ _FOREIGN = {
            "RAM ラム|BISHAL ビシャル|SANDEEP サンディープ|SURESH スレシュ|ANIL アニル",
            "SITA シタ|ANITA アニタ|SUNITA スニタ|PUJA プジャ|GITA ギタ",
            "BAHADUR バハドゥル", "KUMARI クマリ", False),
-    "EN": (0.10, "SMITH スミス|JOHNSON ジョンソン|WILLIAMS ウィリアムズ|BROWN ブラウン|"
-                 "JONES ジョーンズ|MILLER ミラー|DAVIS デイビス|WILSON ウィルソン|TAYLOR テイラー",
+    "EN": (0.10, ("SMITH スミス|JOHNSON ジョンソン|WILLIAMS ウィリアムズ|BROWN ブラウン|"
+                 "JONES ジョーンズ|MILLER ミラー|DAVIS デイビス|WILSON ウィルソン|TAYLOR テイラー"),
            "MICHAEL マイケル|DAVID デイビッド|JAMES ジェームズ|ROBERT ロバート|DANIEL ダニエル",
            "MARY メアリー|JENNIFER ジェニファー|SARAH サラ|EMILY エミリー|ELIZABETH エリザベス",
            "LEE リー|JAMES ジェームズ", "ANN アン|MARIE マリー", False),
@@ -119,6 +120,7 @@ _FOREIGN = {
            "PRIYA プリヤ|ANJALI アンジャリ|NEHA ネハ|POOJA プージャ|DIVYA ディヴィヤ",
            "KUMAR クマール", "DEVI デヴィ", False),
 }
+# fmt: on
 FOREIGN_MIDDLE_SHARE = 0.3  # share of foreign given names that carry a middle name (assumption)
 
 
@@ -138,18 +140,39 @@ class NameTables:
 
     surname: list[str]
     surname_kana: list[str]
-    surname_cum: np.ndarray  # cumulative weights over the Japanese surnames (Zipf-like)
+    surname_table: np.ndarray  # inverse CDF over the Japanese surnames (Zipf-like), see below
     japanese_surnames: int  # surnames [0, japanese_surnames) are Japanese
     surname_group: np.ndarray  # per surname: foreign origin group, -1 for Japanese
     given_name: list[str]
     given_name_kana: list[str]
-    # cumulative weights over given_name for (sex 1/2 → 0/1, era 0/1/2) of Japanese residents
-    given_cum: np.ndarray  # shape (2, 3, len(given_name))
-    # cumulative weights over given_name for (group, sex) of foreign residents
-    foreign_given_cum: np.ndarray  # shape (groups, 2, len(given_name))
+    # Inverse CDF over given_name per category, shape (categories, BUCKETS): categories 0–5 are
+    # Japanese (sex index * 3 + era), 6 + group * 2 + sex index foreign.
+    given_table: np.ndarray
     group_share: np.ndarray  # foreign origin shares, summing to 1
     group_surnames: list[tuple[int, int]]  # [start, stop) into surname per group
     alias: list[str]  # 通称: Japanese-style full names used by foreign residents
+
+
+BUCKETS = 1 << 16
+
+
+def inverse_cdf(cum: np.ndarray) -> np.ndarray:
+    """A lookup table drawing category i with probability cum[i] - cum[i-1] (to 1/BUCKETS):
+    `table[(u * BUCKETS).astype(int)]` for uniform u is one gather, no search per draw."""
+    middle = (np.arange(BUCKETS) + 0.5) / BUCKETS
+    return np.minimum(np.searchsorted(cum, middle, side="right"), len(cum) - 1).astype(np.int16)
+
+
+def draw(table: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """Categories for uniform draws u in [0, 1) from a table of `inverse_cdf`."""
+    return table[..., (u * BUCKETS).astype(np.int64)]
+
+
+def _cumulative(weights: np.ndarray) -> np.ndarray:
+    """Cumulative shares ending at exactly 1.0 from the last weighted entry on."""
+    cum = np.cumsum(weights) / weights.sum()
+    cum[np.flatnonzero(weights)[-1] :] = 1.0
+    return cum
 
 
 def build_tables() -> NameTables:
@@ -196,25 +219,29 @@ def build_tables() -> NameTables:
                     if not middle_first:
                         parts.reverse()
                     foreign_given.append(
-                        (gi, sex_index, " ".join(p[0] for p in parts), "・".join(p[1] for p in parts))
+                        (
+                            gi,
+                            sex_index,
+                            " ".join(p[0] for p in parts),
+                            "・".join(p[1] for p in parts),
+                        )
                     )
     n_given = n_jp_given + len(foreign_given)
-    given_cum = np.zeros((2, 3, n_given))
+    weights = []
     for sex_index in (0, 1):
-        mask = np.array(sex_of) == sex_index
         for era in range(3):
             w = np.zeros(n_given)
-            w[:n_jp_given] = np.where(mask, era_weight[era], 0.0)
-            given_cum[sex_index, era] = np.cumsum(w) / w.sum()
-    foreign_given_cum = np.zeros((len(groups), 2, n_given))
+            w[:n_jp_given] = np.where(np.array(sex_of) == sex_index, era_weight[era], 0.0)
+            weights.append(w)
     for gi in range(len(groups)):
         for sex_index in (0, 1):
             w = np.zeros(n_given)
-            for k, (g, s, name, _) in enumerate(foreign_given):
-                if g == gi and s == sex_index:
+            for k, (group, sex, name, _) in enumerate(foreign_given):
+                if group == gi and sex == sex_index:
                     # a name with a middle name shares FOREIGN_MIDDLE_SHARE of the weight
                     w[n_jp_given + k] = FOREIGN_MIDDLE_SHARE if " " in name else 1.0
-            foreign_given_cum[gi, sex_index] = np.cumsum(w) / w.sum()
+            weights.append(w)
+    given_table = np.stack([inverse_cdf(_cumulative(w)) for w in weights])
     for _, _, name, kana in foreign_given:
         given_name.append(name)
         given_kana.append(kana)
@@ -222,13 +249,12 @@ def build_tables() -> NameTables:
     return NameTables(
         surname=surname,
         surname_kana=surname_kana,
-        surname_cum=np.cumsum(surname_weight) / surname_weight.sum(),
+        surname_table=inverse_cdf(_cumulative(surname_weight)),
         japanese_surnames=n_jp,
         surname_group=np.array(surname_group, dtype=np.int8),
         given_name=given_name,
         given_name_kana=given_kana,
-        given_cum=given_cum,
-        foreign_given_cum=foreign_given_cum,
+        given_table=given_table,
         group_share=group_share,
         group_surnames=group_surnames,
         alias=alias,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from loaders import synthetic_figures as fig
-from loaders.synthetic_names import NameTables
+from loaders.synthetic_names import BUCKETS, NameTables, draw, inverse_cdf
 from loaders.synthetic_places import URBAN, Geography
 
 # Internal states (SPEC §1 status: 1 registered, 2 moved out, 9 removed). Removed persons keep
@@ -42,7 +42,9 @@ class People:
 
     def __init__(self, capacity: int) -> None:
         self.count = 0
-        self.columns = {f: np.zeros(capacity, dtype=t) for f, t in FIELDS.items()}
+        self.columns: dict[str, np.ndarray] = {
+            f: np.zeros(capacity, dtype=t) for f, t in FIELDS.items()
+        }
 
     def __getitem__(self, field: str) -> np.ndarray:
         return self.columns[field][: self.count]
@@ -74,15 +76,14 @@ def draw_age_sex(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Birth dates (before `day`) and sexes from an age table of `initial_age_table`'s shape."""
     low, width, male, female = table
-    cum = np.cumsum(np.concatenate([male, female]))
-    cat = np.searchsorted(cum, rng.random(n) * cum[-1], side="right")
-    cat = np.minimum(cat, len(cum) - 1)
+    weights = np.concatenate([male, female])
+    cat = draw(inverse_cdf(np.cumsum(weights) / weights.sum()), rng.random(n)).astype(np.int64)
     sex = np.where(cat < len(male), 1, 2).astype(np.int8)
     band = cat % len(male)
     w = width[band]
-    u = rng.random(n)
-    tail = np.minimum(-np.log1p(-u) * -w, 20.0)  # exponential tail of the oldest band
-    years = low[band] + np.where(w > 0, u * w, tail)
+    years = low[band] + rng.random(n) * w
+    tail = np.flatnonzero(w < 0)  # the oldest band: an exponential tail of mean -w years
+    years[tail] = low[band[tail]] + np.minimum(rng.exponential(-w[tail]), 20.0)
     birth = day - 1 - (years * fig.DAYS_PER_YEAR).astype(np.int64)
     return birth.astype(np.int32), sex
 
@@ -95,20 +96,20 @@ def draw_kind(rng: np.random.Generator, birth: np.ndarray, day: int, p: np.ndarr
 
 def draw_surname(rng: np.random.Generator, kind: np.ndarray, names: NameTables) -> np.ndarray:
     """Japanese surnames by a Zipf-like frequency; foreign ones by origin group, then uniformly."""
-    n = len(kind)
-    japanese = np.searchsorted(names.surname_cum, rng.random(n), side="right")
-    japanese = np.minimum(japanese, names.japanese_surnames - 1)
-    group = np.searchsorted(np.cumsum(names.group_share), rng.random(n), side="right")
+    u = rng.random(len(kind))
+    out = draw(names.surname_table, u)
+    foreign = np.flatnonzero(kind == 2)
+    group = np.searchsorted(np.cumsum(names.group_share), u[foreign], side="right")
     group = np.minimum(group, len(names.group_share) - 1)
     bounds = np.array(names.group_surnames)
     start, size = bounds[group, 0], bounds[group, 1] - bounds[group, 0]
-    foreign = start + (rng.random(n) * size).astype(np.int64)
-    return np.where(kind == 2, foreign, japanese).astype(np.int16)
+    out[foreign] = start + (rng.random(len(foreign)) * size).astype(np.int64)
+    return out.astype(np.int16)
 
 
 def _era(birth: np.ndarray) -> np.ndarray:
     """0: born before 1960, 1: 1960–1989, 2: 1990 on (given names follow fashions)."""
-    return np.searchsorted(np.array([-3652, 7305]), birth, side="right")
+    return (birth >= -3652).astype(np.int64) + (birth >= 7305)  # 1960-01-01, 1990-01-01
 
 
 def draw_given_name(
@@ -120,21 +121,11 @@ def draw_given_name(
     names: NameTables,
 ) -> np.ndarray:
     """Given names by sex and birth era (Japanese) or by sex and the surname's origin (foreign)."""
-    n = len(sex)
-    u = rng.random(n)
-    out = np.zeros(n, dtype=np.int16)
     s = sex.astype(np.int64) - 1
-    japanese = kind == 1
-    category = np.where(japanese, s * 3 + _era(birth), 0)
-    for c in range(6):
-        rows = np.flatnonzero(japanese & (category == c))
-        out[rows] = np.searchsorted(names.given_cum[c // 3, c % 3], u[rows], side="right")
     group = names.surname_group[surname].astype(np.int64)
-    category = np.where(japanese, -1, group * 2 + s)
-    for c in range(len(names.group_share) * 2):
-        rows = np.flatnonzero(category == c)
-        out[rows] = np.searchsorted(names.foreign_given_cum[c // 2, c % 2], u[rows], side="right")
-    return out
+    category = np.where(kind == 1, s * 3 + _era(birth), 6 + group * 2 + s)
+    bucket = (rng.random(len(sex)) * BUCKETS).astype(np.int64)
+    return names.given_table[category, bucket]
 
 
 def draw_other_surname(
@@ -142,16 +133,13 @@ def draw_other_surname(
 ) -> np.ndarray:
     """A Japanese surname different from `current` (for marriages and 旧氏)."""
     n = len(current)
-    new = np.searchsorted(names.surname_cum, rng.random(n), side="right")
-    new = np.minimum(new, names.japanese_surnames - 1)
+    new = draw(names.surname_table, rng.random(n))
     same = new == current
     new[same] = (new[same] + 1) % names.japanese_surnames
     return new.astype(np.int16)
 
 
-def draw_optional(
-    rng: np.random.Generator, eligible_share: np.ndarray, choices: int
-) -> np.ndarray:
+def draw_optional(rng: np.random.Generator, eligible_share: np.ndarray, choices: int) -> np.ndarray:
     """-1 or a uniform index below `choices`, the index with per-row probability `eligible_share`."""
     n = len(eligible_share)
     pick = (rng.random(n) * choices).astype(np.int16)

@@ -26,7 +26,7 @@ EXTRA: dict[str, type] = {
     "seq": np.int64,
     "phase": np.int8,
     "person": np.int64,
-    "target": np.int64,  # X1: index of the cancelled row in the same batch, else -1
+    "target": np.int64,  # X1: index of the cancelled row in the batch, else -1
 }
 
 
@@ -57,8 +57,13 @@ class RowBatch:
         """Rows for persons whose record after the change is `snapshot`."""
         n = len(notified_at)
         columns = {f: np.asarray(snapshot[f]) for f in SNAPSHOT}
-        defaults = {"previous_resident_code": -1, "cancels_municipality": -1, "cancels_seq": -1,
-                    "seq": 0, "target": -1}  # fmt: skip
+        defaults = {
+            "previous_resident_code": -1,
+            "cancels_municipality": -1,
+            "cancels_seq": -1,
+            "seq": 0,
+            "target": -1,
+        }
         for f, v in defaults.items():
             columns[f] = np.asarray(extra.get(f, np.full(n, v)), dtype=EXTRA[f])
         columns["reason"] = np.full(n, REASON[reason], dtype=np.int8)
@@ -70,15 +75,8 @@ class RowBatch:
 
     @classmethod
     def concat(cls, batches: list[RowBatch]) -> RowBatch:
-        """One batch of all rows; `target` indices are shifted to stay on their rows."""
-        offsets = np.cumsum([0] + [len(b) for b in batches])
-        columns = {}
-        for f in batches[0].columns:
-            parts = [b.columns[f] for b in batches]
-            if f == "target":
-                parts = [np.where(p >= 0, p + o, -1) for p, o in zip(parts, offsets, strict=False)]
-            columns[f] = np.concatenate(parts)
-        return cls(columns)
+        """One batch of all rows (`target` indices are kept: they point into the first batch)."""
+        return cls({f: np.concatenate([b.columns[f] for b in batches]) for f in batches[0].columns})
 
     def take(self, index: np.ndarray | slice) -> RowBatch:
         return RowBatch({f: a[index] for f, a in self.columns.items()})
@@ -90,7 +88,9 @@ def sequence(batch: RowBatch, last_seq: np.ndarray) -> RowBatch:
     Rows go by municipality, then change_date, then phase (a follow-up after its main row), then
     person; `last_seq` (per municipality) is advanced. An X1 learns the seq of the row it cancels.
     """
-    order = np.lexsort((batch["person"], batch["phase"], batch["change_date"], batch["municipality"]))
+    order = np.lexsort(
+        (batch["person"], batch["phase"], batch["change_date"], batch["municipality"])
+    )
     rows = batch.take(order)
     m = rows["municipality"].astype(np.int64)
     n = len(rows)

@@ -65,8 +65,6 @@ def stateless_rule(row: Row) -> str | None:
     for c in always:
         if not _present(row, c):
             return "missing-field"
-    if reason not in REASONS:
-        return "unknown-reason"
     if reason == "X1":
         # SPEC §4: an X1 carries municipality_code, seq, change_date and the person's codes;
         # its other record columns may be empty and are ignored.
@@ -79,7 +77,13 @@ def stateless_rule(row: Row) -> str | None:
     for c in required:
         if not _present(row, c):
             return "missing-field"
-    codes = [c for c in WIDTH if _present(row, c) and (reason != "X1" or c != "previous_resident_code")]
+    # choice: missing-field comes before unknown-reason (the order of SPEC §4's list); a row of
+    # an unknown reason must carry the full record, as every reason but X1 does.
+    if reason not in REASONS:
+        return "unknown-reason"
+    codes = [
+        c for c in WIDTH if _present(row, c) and (reason != "X1" or c != "previous_resident_code")
+    ]
     for c in codes:
         v = str(row[c])
         if len(v) != WIDTH[c] or not v.isdigit():
@@ -149,7 +153,9 @@ class FileResult:
     rejects: dict[tuple[str, int], str] = field(default_factory=dict)  # (file, row) → rule
 
     def counts(self) -> dict[str, int]:
-        return {k: getattr(self, k) for k in ("applied", "rejected", "duplicate", "held", "released")}
+        return {
+            k: getattr(self, k) for k in ("applied", "rejected", "duplicate", "held", "released")
+        }
 
 
 class Oracle:
@@ -227,7 +233,9 @@ class Oracle:
                     return "code-issued"
                 return None
             if current is None:
-                return "code-issued"  # choice: the code of a person whose every version is cancelled
+                return (
+                    "code-issued"  # choice: the code of a person whose every version is cancelled
+                )
             if reason == "A1":
                 return "person-exists"
         elif person is None or current is None:
@@ -250,7 +258,10 @@ class Oracle:
         if current.reason == "D3" and reason != "X1":
             return "after-death"
         # SPEC §4: M1 and D1 keep the municipality_code.
-        if reason in ("M1", "D1") and str(row["municipality_code"]) != current.record["municipality_code"]:
+        if (
+            reason in ("M1", "D1")
+            and str(row["municipality_code"]) != current.record["municipality_code"]
+        ):
             return "municipality-changed"
         status = current.status
         if reason == "A2":
