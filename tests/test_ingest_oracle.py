@@ -97,7 +97,7 @@ class StreamBuilder:
         assert v.record is not None
         return {k: v.record.get(k) for k in RECORD_KEYS}
 
-    def held_codes(self, kind: str) -> list[str]:
+    def issued_codes(self, kind: str) -> list[str]:
         return sorted(code for k, code in self.model.issued if k == kind)
 
     def emit(self, sender: Municipality, reason: str, record: dict[str, Any], **extra: Any) -> None:
@@ -130,14 +130,14 @@ class StreamBuilder:
         how = self.draw(st.sampled_from(CORRUPTIONS))
         if how == "other-my-number":
             record["my_number"] = self.draw(
-                st.sampled_from(self.held_codes("my_number") or [my_number(0)])
+                st.sampled_from(self.issued_codes("my_number") or [my_number(0)])
             )
         elif how == "old-resident-code":
             # the person's own codes first (a code retired by M5, or issued by a cancelled M5)
             own = sorted({v.record["resident_code"] for v in (p.versions if p else []) if v.record})
             own = [c for c in own if c != record["resident_code"]]
             record["resident_code"] = self.draw(
-                st.sampled_from(own or self.held_codes("resident_code") or [resident_code(0)])
+                st.sampled_from(own or self.issued_codes("resident_code") or [resident_code(0)])
             )
         elif how == "unknown-code":
             record["resident_code"] = resident_code(next(self.fresh))
@@ -211,14 +211,14 @@ class StreamBuilder:
                 record["my_number"] = (
                     my_number(k)
                     if right
-                    else self.draw(st.sampled_from(self.held_codes("my_number")))
+                    else self.draw(st.sampled_from(self.issued_codes("my_number")))
                 )
             elif reason == "M5":
                 extra["previous_resident_code"] = record["resident_code"]
                 record["resident_code"] = (
                     resident_code(k)
                     if right
-                    else self.draw(st.sampled_from(self.held_codes("resident_code")))
+                    else self.draw(st.sampled_from(self.issued_codes("resident_code")))
                 )
             elif reason == "M6" and record["resident_kind"] == "1":
                 if record["former_surname"] is None:
