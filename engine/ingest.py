@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -27,7 +28,7 @@ from engine.transitions import SKIPPED, STATEFUL_RULES, apply_rows
 from engine.validate import validate_rows
 
 TEXT_COLUMNS = NOTIFICATION_COLUMNS
-COMPACT_EVERY = 48  # journal batch files between merges of the small ones
+COMPACT_AFTER = 16  # a call that adds more journal files merges the small ones at its end
 JOURNAL_FILE_BYTES = 32 * 2**20  # merged files at this size are left alone
 ONE_MICROSECOND = dt.timedelta(microseconds=1)
 
@@ -115,13 +116,20 @@ class IngestSession:
         store.ensure_tables()
         derived.catch_up(store)
         head = store.journal_head()
-        self.start_batch = head.batch
         self.last_batch = head.batch
         self.journal_table = store.delta("journal")  # written in place: no log replay per batch
         self.next_person = head.next_person
         self.last_recorded_at = head.recorded_at
         self.positions = pl.read_delta(str(store.table_path("positions")))
         self.held = self._held_text(pl.read_delta(str(store.table_path("held"))))
+        self.small_files = 0
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="juki-journal")
+        self._pending: Future[None] | None = None
+        self._reset_state()
+
+    def _reset_state(self) -> None:
+        """Forget the persons and codes loaded so far (the derived tables now hold them)."""
+        self.start_batch = self.last_batch
         self.rc = _CodeSpace()
         self.mn = _CodeSpace()
         self.rc_owner = np.zeros(0, np.int64)
@@ -141,7 +149,6 @@ class IngestSession:
         }  # fmt: skip
         self.counts = np.zeros(2, np.int64)
         self.journal_parts: list[pl.DataFrame] = []
-        self.small_files = 0
 
     # -- state loading ------------------------------------------------------------------------
     @staticmethod
@@ -314,31 +321,30 @@ class IngestSession:
 
     # -- one batch -----------------------------------------------------------------------------
     def apply_batch(
-        self, file: str, text: pl.DataFrame, *, sha256: str = "", prepared: bool = False
+        self, file: str, text: pl.DataFrame, *, sha256: str = "", checked: pl.DataFrame | None = None
     ) -> BatchSummary:
         """Sequence, validate, apply and commit one file's rows (text columns + `row`).
 
-        `prepared`: the caller already passed these rows to `ensure` (with others of a group).
+        `checked`: `validate_rows` of `text` (with `_pos`) done by the caller for a whole group of
+        files at once, after passing the group to `ensure`; else both happen here.
         """
         text = text.with_columns(_pos=pl.int_range(pl.len(), dtype=pl.Int64), _file=pl.lit(file),
                                  _row=pl.col("row").cast(pl.Int32))  # fmt: skip
         seq = sequence(text, self.positions, self.held)
-        released = seq.to_apply.filter(pl.col("_from_held"))
         work = pl.concat([seq.to_apply, seq.unsequenced.with_columns(
             _from_held=pl.lit(False), _at=pl.col("_pos"))], how="diagonal_relaxed")  # fmt: skip
-        if prepared:
-            self.ensure(released)
-        else:
+        work = work.with_columns(sequenced=pl.int_range(pl.len()) < seq.to_apply.height)
+        extras = ["_pos", "_file", "_row", "_at", "_from_held", "_seq", "sequenced"]
+        if checked is None:
             self.ensure(work)
-        checked = validate_rows(work.select(*TEXT_COLUMNS, "_pos", "_file", "_row", "_at",
-                                            "_from_held", "_seq"))  # fmt: skip
-        sequenced = pl.Series([True] * len(seq.to_apply) + [False] * len(seq.unsequenced))
-        checked = checked.with_columns(sequenced=sequenced)
+            checked = validate_rows(work.select(*TEXT_COLUMNS, *extras))
+        else:
+            checked = self._checked_rows(work, checked, extras)
         outcome = self._walk(checked)
         batch = self.last_batch + 1
         stamp = self._stamp()
         journal = self._journal_rows(batch, stamp, file, seq, outcome)
-        self._commit(batch, stamp, journal, file, sha256)
+        self._commit(journal, file, sha256)
         self._advance(journal, seq)
         rejected = journal.filter(pl.col("outcome") == "rejected")
         return BatchSummary(
@@ -352,6 +358,20 @@ class IngestSession:
             rejects=rejected.select("file", "row", "municipality_code", "seq",
                                     column="reject_column", rule="rule", message="message"),
         )  # fmt: skip
+
+    def _checked_rows(
+        self, work: pl.DataFrame, checked: pl.DataFrame, extras: list[str]
+    ) -> pl.DataFrame:
+        """The work rows with the caller's row-rule results; held rows released from earlier
+        batches are checked here (they were not part of the caller's group)."""
+        work = work.with_row_index("_k")
+        from_file = work.filter(~pl.col("_from_held")).select("_k", *extras)
+        parts = [from_file.join(checked.drop("row"), on="_pos", how="left")]
+        released = work.filter(pl.col("_from_held"))
+        if released.height:
+            self.ensure(released)
+            parts.append(validate_rows(released.select(*TEXT_COLUMNS, "_k", *extras)))
+        return pl.concat(parts, how="diagonal_relaxed").sort("_k").drop("_k")
 
     def _walk(self, checked: pl.DataFrame) -> pl.DataFrame:
         """Run the state machine over rows passing the row rules; add outcome columns."""
@@ -469,10 +489,10 @@ class IngestSession:
         missing = [pl.lit(None, dtype=t).alias(c) for c, t in schema.items() if c not in out.columns]
         return out.with_columns(missing).select(cols).cast(dict(schema))  # type: ignore[arg-type]
 
-    def _commit(self, batch: int, stamp: dt.datetime, journal: pl.DataFrame, file: str,
-                sha256: str) -> None:  # fmt: skip
-        from deltalake import CommitProperties, write_deltalake
-
+    def _commit(self, journal: pl.DataFrame, file: str, sha256: str) -> None:
+        """Commit the batch's journal rows as one Delta commit, in a background thread: the
+        next batch is computed meanwhile (delta-rs releases the GIL). Commits stay in order:
+        each waits for the one before it."""
         counts = journal["outcome"].value_counts()
         summary = dict(zip(counts["outcome"].to_list(), counts["count"].to_list(), strict=True))
         journal = journal.with_columns(
@@ -480,20 +500,30 @@ class IngestSession:
             .then(pl.lit(json.dumps({"sha256": sha256, **summary})))
             .otherwise(pl.col("message"))
         )
-        self.last_batch = batch  # the commit below records it as the head
-        write_deltalake(
-            self.journal_table,
-            journal.to_arrow().cast(JOURNAL_SCHEMA),
-            mode="append",
-            commit_properties=CommitProperties(
-                custom_metadata={**self._head_metadata(), "juki_file": file}
-            ),
-            post_commithook_properties=KEEP_LOG,
-        )
+        self.last_batch = int(journal["batch"][0])  # the commit records it as the head
+        metadata = {**self._head_metadata(), "juki_file": file}
+        table = journal.to_arrow().cast(JOURNAL_SCHEMA)
+        self.wait_committed()
+        self._pending = self._writer.submit(self._write, table, metadata)
         self.journal_parts.append(journal)
         self.small_files += 1
-        if self.small_files >= COMPACT_EVERY:
-            self._compact_journal()
+
+    def _write(self, table: Any, metadata: dict[str, str]) -> None:
+        from deltalake import CommitProperties, write_deltalake
+
+        write_deltalake(
+            self.journal_table,
+            table,
+            mode="append",
+            commit_properties=CommitProperties(custom_metadata=metadata),
+            post_commithook_properties=KEEP_LOG,
+        )
+
+    def wait_committed(self) -> None:
+        """Block until every batch applied so far is committed (re-raises a failed commit)."""
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            pending.result()
 
     def _compact_journal(self) -> None:
         """Merge the journal's small batch files (data unchanged): a Delta commit costs time in
@@ -531,12 +561,23 @@ class IngestSession:
             .join(done, on=["municipality_code", "_seq"], how="anti")
         )
 
-    def finish(self) -> int:
-        """Catch the derived tables up to the journal (from the rows in memory)."""
-        if self.small_files > 1:
-            self._compact_journal()
+    def checkpoint(self) -> int:
+        """Wait for the commits, catch the derived tables up, and start the in-memory state
+        afresh (bounds memory on national-size loads). Returns the journal's last batch."""
+        self.wait_committed()
         rows = pl.concat(self.journal_parts) if self.journal_parts else None
-        return derived.catch_up(self.store, rows, rows_after=self.start_batch)
+        head = derived.catch_up(self.store, rows, rows_after=self.start_batch)
+        self._reset_state()
+        return head
+
+    def finish(self) -> int:
+        """Commit, merge the journal's small files, catch the derived tables up."""
+        self.wait_committed()
+        if self.small_files > COMPACT_AFTER:
+            self._compact_journal()
+        head = self.checkpoint()
+        self._writer.shutdown()
+        return head
 
 
 def _state_message() -> pl.Expr:

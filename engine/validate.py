@@ -228,5 +228,6 @@ def typed_columns() -> list[pl.Expr]:
 
 def validate_rows(text: pl.DataFrame) -> pl.DataFrame:
     """Typed rows plus `rule`, `reject_column`, `message` of the first stateless rule broken."""
-    frame = text.with_row_index("_position")
+    # One chunk: polars 2.1 panics formatting messages over filtered multi-chunk string views.
+    frame = text.rechunk().with_row_index("_position")
     return first_broken_rule(frame).with_columns(typed_columns()).drop("_position")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,6 +12,7 @@ import polars as pl
 
 from engine.errors import InputRejected, UsageError
 from engine.ingest import BatchSummary, IngestSession
+from engine.validate import validate_rows
 from engine.store import Store
 from loaders.notifications import Encoding, NotificationFile, read_notifications
 
@@ -64,6 +65,41 @@ def _write_rejects(path: Path, rejects: pl.DataFrame) -> None:
     tmp.replace(path)
 
 
+def _groups(
+    names: Sequence[str], encoding: Encoding | None
+) -> Iterator[list[tuple[int, NotificationFile | FileError]]]:
+    """Read files ahead in groups of about GROUP_ROWS rows (an unreadable file is a FileError)."""
+    group: list[tuple[int, NotificationFile | FileError]] = []
+    rows = 0
+    for i, name in enumerate(names):
+        try:
+            f = read_notifications(name, encoding=encoding)
+            rows += f.rows.height
+            group.append((i, f))
+        except InputRejected as e:
+            group.append((i, FileError(name, str(e))))
+        if rows >= GROUP_ROWS:
+            yield group
+            group, rows = [], 0
+    if group:
+        yield group
+
+
+def _check_group(
+    session: IngestSession, files: list[tuple[int, NotificationFile]]
+) -> dict[int, pl.DataFrame]:
+    """Load the state the group names and run the row rules over all its rows at once."""
+    if not files:
+        return {}
+    rows = pl.concat(
+        [f.rows.with_columns(_pos=pl.int_range(pl.len(), dtype=pl.Int64), _g=pl.lit(i))
+         for i, f in files]  # fmt: skip
+    )
+    session.ensure(rows)
+    checked = validate_rows(rows)
+    return {key[0]: part.drop("_g") for key, part in checked.partition_by("_g", as_dict=True).items()}
+
+
 def ingest_files(
     store: Store,
     paths: Sequence[str | Path],
@@ -82,37 +118,39 @@ def ingest_files(
     started = time.perf_counter()
     report = IngestReport()
     targets = rejects_paths(names, Path(rejects_dir)) if rejects_dir is not None else {}
-    with store.writer("juki ingest"):
+    done = 0
+
+    def deliver(result: BatchSummary | FileError, index: int) -> None:
+        nonlocal done
+        if isinstance(result, BatchSummary) and result.rejects is not None and targets:
+            if result.rejects.height:
+                _write_rejects(targets[str(index)], result.rejects)
+        report.files.append(result)
+        done += 1
+        if on_file:
+            on_file(result)
+        if progress:
+            progress(done, len(names))
+
+    with store.writer("juki ingest", wait=wait):
         session = IngestSession(store)
-        i = 0
-        while i < len(names):
-            group: list[tuple[int, NotificationFile | FileError]] = []
-            rows = 0
-            while i < len(names) and (not group or rows < GROUP_ROWS):
-                try:
-                    f = read_notifications(names[i], encoding=encoding)
-                    rows += f.rows.height
-                    group.append((i, f))
-                except InputRejected as e:
-                    group.append((i, FileError(names[i], str(e))))
-                i += 1
-            readable = [f.rows for _, f in group if isinstance(f, NotificationFile)]
-            if readable:
-                session.ensure(pl.concat(readable))
+        for group in _groups(names, encoding):
+            readable = [(i, f) for i, f in group if isinstance(f, NotificationFile)]
+            checked = _check_group(session, readable)
+            # A batch's result is reported once its commit has landed: the session commits in
+            # the background and each apply waits for the commit before it.
+            waiting: list[tuple[BatchSummary | FileError, int]] = []
             for index, f in group:
-                if isinstance(f, NotificationFile):
-                    result: BatchSummary | FileError = session.apply_batch(
-                        f.path, f.rows, sha256=f.sha256, prepared=True
-                    )
-                    assert isinstance(result, BatchSummary)
-                    if result.rejects is not None and result.rejects.height and targets:
-                        _write_rejects(targets[str(index)], result.rejects)
-                else:
-                    result = f
-                report.files.append(result)
-                if on_file:
-                    on_file(result)
-                if progress:
-                    progress(index + 1, len(names))
+                if isinstance(f, FileError):
+                    waiting.append((f, index))
+                    continue
+                result = session.apply_batch(f.path, f.rows, sha256=f.sha256,
+                                             checked=checked.get(index))  # fmt: skip
+                for earlier, at in waiting:
+                    deliver(earlier, at)
+                waiting = [(result, index)]
+            session.checkpoint()
+            for earlier, at in waiting:
+                deliver(earlier, at)
         session.finish()
     return IngestReport(files=report.files, seconds=time.perf_counter() - started)
