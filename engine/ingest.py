@@ -323,13 +323,25 @@ class IngestSession:
     def apply_batch(
         self, file: str, text: pl.DataFrame, *, sha256: str = "", checked: pl.DataFrame | None = None
     ) -> BatchSummary:
-        """Sequence, validate, apply and commit one file's rows (text columns + `row`).
+        """Sequence, validate, apply and commit one file's rows (text columns + `row`)."""
+        return self.apply_group([(file, text, sha256)], checked=checked)[0]
 
-        `checked`: `validate_rows` of `text` (with `_pos`) done by the caller for a whole group of
-        files at once, after passing the group to `ensure`; else both happen here.
+    def apply_group(
+        self, files: list[tuple[str, pl.DataFrame, str]], *, checked: pl.DataFrame | None = None
+    ) -> list[BatchSummary]:
+        """Apply files (path, text rows with `row`, SHA-256) in order, one batch each.
+
+        The group is sequenced, checked and walked as one stream in file order, which is the
+        application order the SPEC defines; then each file's rows (and the held rows its rows
+        release) are committed as its own batch, in order. `checked`: `validate_rows` of the
+        concatenated rows (with `_pos` = position in the group) when the caller ran it.
         """
-        text = text.with_columns(_pos=pl.int_range(pl.len(), dtype=pl.Int64), _file=pl.lit(file),
-                                 _row=pl.col("row").cast(pl.Int32))  # fmt: skip
+        text = pl.concat(
+            [rows.with_columns(_g=pl.lit(g, pl.Int32), _file=pl.lit(file),
+                               _row=pl.col("row").cast(pl.Int32))
+             for g, (file, rows, _) in enumerate(files)],  # fmt: skip
+            how="vertical_relaxed",
+        ).with_columns(_pos=pl.int_range(pl.len(), dtype=pl.Int64))
         seq = sequence(text, self.positions, self.held)
         work = pl.concat([seq.to_apply, seq.unsequenced.with_columns(
             _from_held=pl.lit(False), _at=pl.col("_pos"))], how="diagonal_relaxed")  # fmt: skip
@@ -341,23 +353,22 @@ class IngestSession:
         else:
             checked = self._checked_rows(work, checked, extras)
         outcome = self._walk(checked)
-        batch = self.last_batch + 1
-        stamp = self._stamp()
-        journal = self._journal_rows(batch, stamp, file, seq, outcome)
-        self._commit(journal, file, sha256)
+        # A processed row belongs to the batch of the file whose row completed its run.
+        file_of = text["_g"].to_numpy()
+        outcome = outcome.with_columns(_batch_of=pl.Series(file_of[outcome["_at"].to_numpy()]))
+        journal = self._journal_rows(files, seq, outcome)
+        summaries = []
+        parts = journal.partition_by("_batch_of", as_dict=True, maintain_order=True)
+        empty = journal.clear()
+        for g, (file, _, sha256) in enumerate(files):
+            part = parts.get((g,), empty).drop("_batch_of")
+            batch = self.last_batch + 1
+            part = part.with_columns(batch=pl.lit(batch, pl.Int64),
+                                     recorded_at=pl.lit(self._stamp()).dt.cast_time_unit("us"))  # fmt: skip
+            self._commit(part, file, sha256)
+            summaries.append(_summary(file, batch, part))
         self._advance(journal, seq)
-        rejected = journal.filter(pl.col("outcome") == "rejected")
-        return BatchSummary(
-            file=file,
-            applied=journal.filter((pl.col("outcome") == "applied")).height,
-            rejected=rejected.height,
-            duplicate=seq.duplicates.height,
-            held=seq.held_on_arrival.height,
-            released=journal.filter(pl.col("outcome") == "released").height,
-            batch=batch,
-            rejects=rejected.select("file", "row", "municipality_code", "seq",
-                                    column="reject_column", rule="rule", message="message"),
-        )  # fmt: skip
+        return summaries
 
     def _checked_rows(
         self, work: pl.DataFrame, checked: pl.DataFrame, extras: list[str]
@@ -438,9 +449,10 @@ class IngestSession:
         self.last_recorded_at = now
         return now
 
-    def _journal_rows(self, batch: int, stamp: dt.datetime, file: str, seq: Any,
+    def _journal_rows(self, files: list[tuple[str, pl.DataFrame, str]], seq: Any,
                       outcome: pl.DataFrame) -> pl.DataFrame:  # fmt: skip
-        """Every row of the batch with its outcome, typed as the journal schema."""
+        """Every row of the group with its outcome, typed as the journal schema, and
+        `_batch_of`: the index of the file whose batch it belongs to."""
         raw = pl.struct(*TEXT_COLUMNS).struct.json_encode()
         applied = pl.col("_applied")
         msg_rule = pl.col("rule").fill_null(pl.col("_state_rule"))
@@ -454,7 +466,7 @@ class IngestSession:
             .when(pl.col("_state_rule").is_not_null()).then(pl.lit(None, pl.String)),
             message=pl.when(pl.col("rule").is_not_null()).then(pl.col("message"))
             .when(pl.col("_state_rule").is_not_null()).then(_state_message()),
-            apply_order=pl.int_range(pl.len(), dtype=pl.Int32),
+            apply_order=pl.int_range(pl.len(), dtype=pl.Int32).over("_batch_of"),
             raw=pl.when(~applied).then(raw),
             file=pl.col("_file"), row=pl.col("_row"),
         )  # fmt: skip
@@ -469,25 +481,28 @@ class IngestSession:
             ],
             how="diagonal_relaxed",
         ).with_columns(
-            file=pl.col("_file"), row=pl.col("_row"),
+            file=pl.col("_file"), row=pl.col("_row"), _batch_of=pl.col("_g"),
             seq=pl.col("_seq"), sequenced=pl.lit(False),
         ).select("file", "row", "outcome", "municipality_code", "seq", "raw", "sequenced",
-                 "reason")  # fmt: skip
-        record = pl.DataFrame(
-            {"file": [file], "outcome": ["file"],
-             "row": [None]}, schema={"file": pl.String, "outcome": pl.String, "row": pl.Int32},
+                 "reason", "_batch_of")  # fmt: skip
+        records = pl.DataFrame(
+            {"file": [f for f, _, _ in files], "outcome": ["file"] * len(files),
+             "_batch_of": list(range(len(files)))},
+            schema={"file": pl.String, "outcome": pl.String, "_batch_of": pl.Int32},
         )  # fmt: skip
-        frames = [processed, side, record]
-        cols = JOURNAL_SCHEMA.names
+        cols = [*JOURNAL_SCHEMA.names, "_batch_of"]
         out = pl.concat(
-            [f.select([c for c in cols if c in f.columns]) for f in frames],
+            [f.select([c for c in cols if c in f.columns]) for f in (processed, side, records)],
             how="diagonal_relaxed",
         )
-        out = out.with_columns(batch=pl.lit(batch, pl.Int64),
-                               recorded_at=pl.lit(stamp).dt.cast_time_unit("us"))  # fmt: skip
         schema = pl.from_arrow(JOURNAL_SCHEMA.empty_table()).schema  # type: ignore[union-attr]
         missing = [pl.lit(None, dtype=t).alias(c) for c, t in schema.items() if c not in out.columns]
-        return out.with_columns(missing).select(cols).cast(dict(schema))  # type: ignore[arg-type]
+        return (
+            out.with_columns(missing)
+            .select(cols)
+            .cast({**dict(schema), "_batch_of": pl.Int32})  # type: ignore[dict-item]
+            .sort("_batch_of", maintain_order=True)
+        )
 
     def _commit(self, journal: pl.DataFrame, file: str, sha256: str) -> None:
         """Commit the batch's journal rows as one Delta commit, in a background thread: the
@@ -571,13 +586,27 @@ class IngestSession:
         return head
 
     def finish(self) -> int:
-        """Commit, merge the journal's small files, catch the derived tables up."""
-        self.wait_committed()
-        if self.small_files > COMPACT_AFTER:
-            self._compact_journal()
+        """Commit and catch the derived tables up."""
         head = self.checkpoint()
         self._writer.shutdown()
         return head
+
+
+def _summary(file: str, batch: int, journal: pl.DataFrame) -> BatchSummary:
+    """A file's counts from its batch's journal rows (SPEC §4 `--json`)."""
+    counts = dict(journal.group_by("outcome").len().iter_rows())
+    rejected = journal.filter(pl.col("outcome") == "rejected")
+    return BatchSummary(
+        file=file,
+        applied=counts.get("applied", 0),
+        rejected=counts.get("rejected", 0),
+        duplicate=counts.get("duplicate", 0),
+        held=counts.get("held", 0),
+        released=counts.get("released", 0),
+        batch=batch,
+        rejects=rejected.select("file", "row", "municipality_code", "seq",
+                                column="reject_column", rule="rule", message="message"),
+    )  # fmt: skip
 
 
 def _state_message() -> pl.Expr:

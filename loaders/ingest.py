@@ -85,19 +85,15 @@ def _groups(
         yield group
 
 
-def _check_group(
-    session: IngestSession, files: list[tuple[int, NotificationFile]]
-) -> dict[int, pl.DataFrame]:
+def _check_group(session: IngestSession, files: list[NotificationFile]) -> pl.DataFrame | None:
     """Load the state the group names and run the row rules over all its rows at once."""
     if not files:
-        return {}
-    rows = pl.concat(
-        [f.rows.with_columns(_pos=pl.int_range(pl.len(), dtype=pl.Int64), _g=pl.lit(i))
-         for i, f in files]  # fmt: skip
+        return None
+    rows = pl.concat([f.rows for f in files]).with_columns(
+        _pos=pl.int_range(pl.len(), dtype=pl.Int64)
     )
     session.ensure(rows)
-    checked = validate_rows(rows)
-    return {key[0]: part.drop("_g") for key, part in checked.partition_by("_g", as_dict=True).items()}
+    return validate_rows(rows)
 
 
 def ingest_files(
@@ -135,22 +131,14 @@ def ingest_files(
     with store.writer("juki ingest", wait=wait):
         session = IngestSession(store)
         for group in _groups(names, encoding):
-            readable = [(i, f) for i, f in group if isinstance(f, NotificationFile)]
-            checked = _check_group(session, readable)
-            # A batch's result is reported once its commit has landed: the session commits in
-            # the background and each apply waits for the commit before it.
-            waiting: list[tuple[BatchSummary | FileError, int]] = []
+            readable = [f for _, f in group if isinstance(f, NotificationFile)]
+            summaries = iter(())
+            if readable:
+                checked = _check_group(session, readable)
+                summaries = iter(session.apply_group(
+                    [(f.path, f.rows, f.sha256) for f in readable], checked=checked))  # fmt: skip
+            session.checkpoint()  # results are reported once their batches are committed
             for index, f in group:
-                if isinstance(f, FileError):
-                    waiting.append((f, index))
-                    continue
-                result = session.apply_batch(f.path, f.rows, sha256=f.sha256,
-                                             checked=checked.get(index))  # fmt: skip
-                for earlier, at in waiting:
-                    deliver(earlier, at)
-                waiting = [(result, index)]
-            session.checkpoint()
-            for earlier, at in waiting:
-                deliver(earlier, at)
+                deliver(f if isinstance(f, FileError) else next(summaries), index)
         session.finish()
     return IngestReport(files=report.files, seconds=time.perf_counter() - started)

@@ -84,13 +84,14 @@ class Month:
     rng: np.random.Generator
     first_day: int  # days since the epoch
     days: int  # days in the month
+    event_rate: float = 1.0  # multiplies every event volume (benchmarks: national volumes)
 
     def __post_init__(self) -> None:
         # Only persons who exist at the start of the month take part; newborns and arrivals wait.
         self.existing = self.people.count
         self.busy = np.zeros(self.existing, dtype=bool)
         registered = np.count_nonzero(self.people["state"] == REGISTERED)
-        self.scale = registered / fig.REFERENCE_POPULATION / 12
+        self.scale = registered / fig.REFERENCE_POPULATION / 12 * self.event_rate
 
     @property
     def last_day(self) -> int:
