@@ -27,7 +27,7 @@ def population(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[str]]
 @pytest.fixture(scope="session")
 def loaded_store(population: dict[str, list[str]], tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A compacted store holding the initial population, to copy per round."""
-    from engine.derived import compact
+    from engine.maintenance import compact
     from engine.store import Store
     from loaders.ingest import ingest_files
 

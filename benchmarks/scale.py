@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from benchmarks.baselines import duckdb_validate, polars_validate
-from engine.derived import compact
+from engine.maintenance import compact
 from engine.store import Store
 from loaders.demo import month_of
 from loaders.ingest import ingest_files

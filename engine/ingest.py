@@ -28,8 +28,6 @@ from engine.transitions import SKIPPED, STATEFUL_RULES, apply_rows
 from engine.validate import validate_rows
 
 TEXT_COLUMNS = NOTIFICATION_COLUMNS
-COMPACT_AFTER = 16  # a call that adds more journal files merges the small ones at its end
-JOURNAL_FILE_BYTES = 32 * 2**20  # merged files at this size are left alone
 ONE_MICROSECOND = dt.timedelta(microseconds=1)
 
 
@@ -122,7 +120,6 @@ class IngestSession:
         self.last_recorded_at = head.recorded_at
         self.positions = pl.read_delta(str(store.table_path("positions")))
         self.held = self._held_text(pl.read_delta(str(store.table_path("held"))))
-        self.small_files = 0
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="juki-journal")
         self._pending: Future[None] | None = None
         self._reset_state()
@@ -521,7 +518,6 @@ class IngestSession:
         self.wait_committed()
         self._pending = self._writer.submit(self._write, table, metadata)
         self.journal_parts.append(journal)
-        self.small_files += 1
 
     def _write(self, table: Any, metadata: dict[str, str]) -> None:
         from deltalake import CommitProperties, write_deltalake
@@ -539,18 +535,6 @@ class IngestSession:
         if self._pending is not None:
             pending, self._pending = self._pending, None
             pending.result()
-
-    def _compact_journal(self) -> None:
-        """Merge the journal's small batch files (data unchanged): a Delta commit costs time in
-        proportion to the table's live files, and a month adds ~100 of them."""
-        from deltalake import CommitProperties
-
-        self.journal_table.optimize.compact(
-            target_size=JOURNAL_FILE_BYTES,
-            commit_properties=CommitProperties(custom_metadata=self._head_metadata()),
-            post_commithook_properties=KEEP_LOG,
-        )
-        self.small_files = 0
 
     def _head_metadata(self) -> dict[str, str]:
         """What every journal commit carries for the next writer (see Store.journal_head)."""

@@ -7,7 +7,7 @@ from typing import Any
 import polars as pl
 
 from engine import derived
-from engine.store import SCHEMAS, Store
+from engine.store import KEEP_LOG, SCHEMAS, Store
 
 
 def store_info(store: Store) -> list[dict[str, Any]]:
@@ -31,9 +31,26 @@ def rebuild(store: Store) -> int:
     return derived.rebuild(store)
 
 
+# Files below this size are merged by `compact`. A Delta commit costs time in proportion to the
+# table's live files (measured: +0.06 ms per file), and every ingest batch adds a journal file.
+SMALL_FILE_BYTES = 64 * 2**20
+
+
 def compact(store: Store) -> int:
-    """Merge the current delta into the base (run under the writer lock)."""
-    return derived.compact(store)
+    """Merge the current delta into the base, and the small files of the journal and codes
+    (data unchanged; the journal's commit metadata is carried over). Run under the writer lock."""
+    from deltalake import CommitProperties
+
+    head = derived.compact(store)
+    for name in ("journal", "codes"):
+        table = store.delta(name)
+        meta = {k: v for k, v in table.history(1)[0].items() if k.startswith("juki_")}
+        table.optimize.compact(
+            target_size=SMALL_FILE_BYTES,
+            commit_properties=CommitProperties(custom_metadata=meta),
+            post_commithook_properties=KEEP_LOG,
+        )
+    return head
 
 
 def held_rows(store: Store) -> list[dict[str, Any]]:
