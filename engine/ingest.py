@@ -337,7 +337,7 @@ class IngestSession:
             [rows.with_columns(_g=pl.lit(g, pl.Int32), _file=pl.lit(file),
                                _row=pl.col("row").cast(pl.Int32))
              for g, (file, rows, _) in enumerate(files)],  # fmt: skip
-            how="vertical_relaxed",
+            how="diagonal_relaxed",
         ).with_columns(_pos=pl.int_range(pl.len(), dtype=pl.Int64))
         seq = sequence(text, self.positions, self.held)
         work = pl.concat([seq.to_apply, seq.unsequenced.with_columns(

@@ -12,7 +12,7 @@ import functools
 
 import polars as pl
 
-from engine.codes import WIDTH, check_digit_expr
+from engine.codes import WIDTH, expected_check_digits
 from engine.schema import REASONS
 
 # SPEC §1: full-width katakana ァ-ヶ and ー; the middle dot ・ for foreign names only.
@@ -63,6 +63,60 @@ def parse_timestamp(name: str) -> pl.Expr:
     )
 
 
+# Parquet input may carry `notified_at` typed beside its text form: then it is not parsed back.
+TYPED_NOTIFIED_AT = "_typed_notified_at"
+
+PARSED = {
+    "seq": lambda: _int("seq"),
+    "change_date": lambda: _date("change_date"),
+    "birth_date": lambda: _date("birth_date"),
+    "sex": lambda: _int("sex"),
+    "resident_kind": lambda: _int("resident_kind"),
+    "protected": lambda: _bool("protected"),
+    "cancels_seq": lambda: _int("cancels_seq"),
+}
+CODE_KINDS = {
+    "municipality_code": "municipality_code",
+    "resident_code": "resident_code",
+    "my_number": "my_number",
+    "previous_resident_code": "resident_code",
+    "cancels_municipality_code": "municipality_code",
+}
+
+
+def _p(name: str) -> pl.Expr:
+    """A value parsed once per batch (see `_with_parsed`)."""
+    return pl.col(f"_p_{name}")
+
+
+def _with_parsed(frame: pl.DataFrame) -> pl.DataFrame:
+    """Parse every typed value once, and the check digit each code should carry (NumPy)."""
+    frame = frame.with_columns(
+        *[make().alias(f"_p_{name}") for name, make in PARSED.items()],
+        *[pl.col(c).cast(pl.Int64, strict=False).alias(f"_i_{c}") for c in CODE_KINDS],
+        _p_notified_at=_notified_at(frame),
+    )
+    expected = []
+    for column, kind in CODE_KINDS.items():
+        ints = frame[f"_i_{column}"]
+        digits = expected_check_digits(ints.fill_null(0).to_numpy(), kind)  # type: ignore[arg-type]
+        expected.append(pl.Series(f"_x_{column}", digits, dtype=pl.Int64))
+    return frame.with_columns(expected)
+
+
+def _notified_at(frame: pl.DataFrame) -> pl.Series:
+    """notified_at as timestamp[us, UTC]: the typed value where the input had one, else parsed
+    from the text (only those rows are parsed)."""
+    if TYPED_NOTIFIED_AT not in frame.columns:
+        return frame.select(parse_timestamp("notified_at")).to_series()
+    typed = frame[TYPED_NOTIFIED_AT]
+    need = typed.is_null() & frame["notified_at"].is_not_null()
+    if not need.any():
+        return typed
+    parsed = frame.filter(need).select(parse_timestamp("notified_at")).to_series()
+    return typed.scatter(need.arg_true(), parsed)
+
+
 def _bool(name: str) -> pl.Expr:
     c = pl.col(name).str.to_lowercase()
     return pl.when(c == "true").then(True).when(c == "false").then(False)
@@ -80,27 +134,27 @@ def _rules() -> list[tuple[pl.Expr, pl.Expr]]:
     """(breaks, failure) pairs in the order of SPEC §4's rule list; the first that holds wins."""
     is_x1 = pl.col("reason") == "X1"
     rec = ~is_x1  # record columns are ignored on X1 rows
-    kind = _int("resident_kind")
+    kind = _p("resident_kind")
     rules: list[tuple[pl.Expr, pl.Expr]] = []
 
     def add(cond: pl.Expr, rule: str, column: str | None, message: pl.Expr | str) -> None:
         rules.append((cond.fill_null(False), _fail(rule, column, message)))
 
     # unreadable-value: a value present that its type cannot parse.
-    for name, parsed, what, scope in [
-        ("seq", _int("seq"), "an integer", None),
-        ("change_date", _date("change_date"), "a date YYYY-MM-DD", None),
-        ("birth_date", _date("birth_date"), "a date YYYY-MM-DD", rec),
-        ("sex", _int("sex"), "an integer", rec),
-        ("resident_kind", kind, "an integer", rec),
-        ("protected", _bool("protected"), "true or false", rec),
-        ("cancels_seq", _int("cancels_seq"), "an integer", is_x1),
-        ("notified_at", parse_timestamp("notified_at"), "an ISO 8601 timestamp", None),
+    for name, what, scope in [
+        ("seq", "an integer", None),
+        ("change_date", "a date YYYY-MM-DD", None),
+        ("birth_date", "a date YYYY-MM-DD", rec),
+        ("sex", "an integer", rec),
+        ("resident_kind", "an integer", rec),
+        ("protected", "true or false", rec),
+        ("cancels_seq", "an integer", is_x1),
+        ("notified_at", "an ISO 8601 timestamp", None),
     ]:
-        cond = _col(name).is_not_null() & parsed.is_null()
+        cond = _col(name).is_not_null() & _p(name).is_null()
         add(cond if scope is None else cond & scope, "unreadable-value", name,
             pl.format(f"{name} '{{}}': not {what}", _col(name)))  # fmt: skip
-    add(_int("seq") < 1, "unreadable-value", "seq",
+    add(_p("seq") < 1, "unreadable-value", "seq",
         pl.format("seq '{}': must be 1 or more", _col("seq")))  # fmt: skip
 
     # missing-field: required by every row, by every record row, by M5 and by X1.
@@ -129,10 +183,9 @@ def _rules() -> list[tuple[pl.Expr, pl.Expr]]:
         cond = _col(name).is_not_null() & ~_col(name).str.contains(rf"^\d{{{w}}}$")
         add(cond if scope is None else cond & scope, "code-format", name,
             pl.format(f"{name} '{{}}': must be {w} digits", _col(name)))  # fmt: skip
-    for name, kind_name, scope in codes:
-        as_int = _col(name).cast(pl.Int64, strict=False)
-        expected = check_digit_expr(as_int, kind_name)  # type: ignore[arg-type]
-        cond = as_int % 10 != expected
+    for name, _, scope in codes:
+        expected = pl.col(f"_x_{name}")
+        cond = pl.col(f"_i_{name}") % 10 != expected
         add(cond if scope is None else cond & scope, "check-digit", name,
             pl.format(f"{name} '{{}}': check digit should be {{}}", _col(name), expected))  # fmt: skip
     for name, scope in (("municipality_code", None), ("cancels_municipality_code", is_x1)):
@@ -142,7 +195,7 @@ def _rules() -> list[tuple[pl.Expr, pl.Expr]]:
             pl.format(f"{name} '{{}}': prefecture {{}} is not 01-47", _col(name),
                       _col(name).str.slice(0, 2)))  # fmt: skip
 
-    add(rec & ~_int("sex").is_in([1, 2]), "sex", "sex",
+    add(rec & ~_p("sex").is_in([1, 2]), "sex", "sex",
         pl.format("sex '{}': must be 1 (male) or 2 (female)", _col("sex")))  # fmt: skip
     add(rec & ~kind.is_in([1, 2]), "resident-kind", "resident_kind",
         pl.format("resident_kind '{}': must be 1 (Japanese) or 2 (foreign)",
@@ -160,7 +213,7 @@ def _rules() -> list[tuple[pl.Expr, pl.Expr]]:
         "alias: only for foreign residents (resident_kind 2)")  # fmt: skip
     add(rec & _col("former_surname").is_not_null() & (kind == 2), "former-surname-foreign",
         "former_surname", "former_surname: only for Japanese residents (resident_kind 1)")  # fmt: skip
-    add(rec & (_date("birth_date") > _date("change_date")), "birth-after-change", "birth_date",
+    add(rec & (_p("birth_date") > _p("change_date")), "birth-after-change", "birth_date",
         pl.format("birth_date {} is after change_date {}", _col("birth_date"),
                   _col("change_date")))  # fmt: skip
     return rules
@@ -208,26 +261,29 @@ def typed_columns() -> list[pl.Expr]:
 
     mc = pl.col("municipality_code")
     return [
-        _int("seq").alias("seq"),
-        _date("change_date").alias("change_date"),
+        _p("seq").alias("seq"),
+        _p("change_date").alias("change_date"),
         *[keep(pl.col(c), c) for c in ("surname", "given_name", "surname_kana", "given_name_kana",
                                        "former_surname", "former_surname_kana", "alias",
                                        "address")],  # fmt: skip
-        keep(_date("birth_date"), "birth_date"),
-        keep(_int("sex").cast(pl.Int8, strict=False), "sex"),
-        keep(_int("resident_kind").cast(pl.Int8, strict=False), "resident_kind"),
-        keep(_bool("protected").fill_null(False), "protected"),
+        keep(_p("birth_date"), "birth_date"),
+        keep(_p("sex").cast(pl.Int8, strict=False), "sex"),
+        keep(_p("resident_kind").cast(pl.Int8, strict=False), "resident_kind"),
+        keep(_p("protected").fill_null(False), "protected"),
         keep(mc.str.slice(0, 2), "prefecture_code"),
         pl.when(pl.col("reason") == "M5").then(pl.col("previous_resident_code"))
         .alias("previous_resident_code"),
         pl.when(~rec).then(pl.col("cancels_municipality_code")).alias("cancels_municipality_code"),
-        pl.when(~rec).then(_int("cancels_seq")).alias("cancels_seq"),
-        parse_timestamp("notified_at").alias("notified_at"),
+        pl.when(~rec).then(_p("cancels_seq")).alias("cancels_seq"),
+        _p("notified_at").alias("notified_at"),
     ]
 
 
 def validate_rows(text: pl.DataFrame) -> pl.DataFrame:
     """Typed rows plus `rule`, `reject_column`, `message` of the first stateless rule broken."""
     # One chunk: polars 2.1 panics formatting messages over filtered multi-chunk string views.
-    frame = text.rechunk().with_row_index("_position")
-    return first_broken_rule(frame).with_columns(typed_columns()).drop("_position")
+    frame = _with_parsed(text.rechunk().with_row_index("_position"))
+    helpers = [c for c in frame.columns if c.startswith(("_p_", "_i_", "_x_", "_typed_"))]
+    return (
+        first_broken_rule(frame).with_columns(typed_columns()).drop("_position", *helpers)
+    )

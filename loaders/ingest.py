@@ -89,7 +89,7 @@ def _check_group(session: IngestSession, files: list[NotificationFile]) -> pl.Da
     """Load the state the group names and run the row rules over all its rows at once."""
     if not files:
         return None
-    rows = pl.concat([f.rows for f in files]).with_columns(
+    rows = pl.concat([f.rows for f in files], how="diagonal").with_columns(
         _pos=pl.int_range(pl.len(), dtype=pl.Int64)
     )
     session.ensure(rows)

@@ -18,6 +18,7 @@ import polars as pl
 from engine.codes import WIDTH
 from engine.errors import InputRejected
 from engine.schema import NOTIFICATION_COLUMNS, REQUIRED_INPUT_COLUMNS
+from engine.validate import TYPED_NOTIFIED_AT
 
 Encoding = Literal["utf-8", "cp932"]
 CODE_COLUMNS = {
@@ -93,7 +94,16 @@ def _as_text(frame: pl.DataFrame) -> pl.DataFrame:
 
 def _read_parquet(path: str) -> pl.DataFrame:
     try:
-        return _as_text(pl.read_parquet(path))
+        frame = pl.read_parquet(path)
+        text = _as_text(frame)
+        dtype = frame.schema.get("notified_at")
+        if isinstance(dtype, pl.Datetime):
+            # Keep the typed stamp too: the row rules then need not parse the text back.
+            stamp = frame["notified_at"].dt.cast_time_unit("us")
+            if dtype.time_zone is None:  # SPEC §5: without a zone, Japan time
+                stamp = stamp.dt.replace_time_zone("Asia/Tokyo")
+            text = text.with_columns(stamp.dt.convert_time_zone("UTC").alias(TYPED_NOTIFIED_AT))
+        return text
     except (pl.exceptions.PolarsError, OSError) as e:
         cause = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise InputRejected.unreadable(path, f"not a readable Parquet file ({cause})") from None
@@ -117,8 +127,10 @@ def read_notifications(path: str | Path, *, encoding: Encoding | None = None) ->
     if missing:
         raise InputRejected.unreadable(name, f"missing required column(s): {', '.join(missing)}")
     absent = [pl.lit(None, pl.String).alias(c) for c in NOTIFICATION_COLUMNS if c not in frame.columns]
+    typed = [TYPED_NOTIFIED_AT] if TYPED_NOTIFIED_AT in frame.columns else []
     rows = frame.with_columns(absent).select(
         *[pl.col(c).cast(pl.String) for c in NOTIFICATION_COLUMNS],
+        *typed,
         row=pl.int_range(1, pl.len() + 1, dtype=pl.Int32),
     )
     return NotificationFile(path=name, sha256=digest, rows=rows)

@@ -278,3 +278,21 @@ def test_a_notified_at_without_a_zone_is_japan_time(tmp_path: Path, form: str) -
     ]
     m7 = journal.filter(pl.col("reason") == "M7")["notified_at"].to_list()
     assert m7 == [dt.datetime(2024, 2, 4, 14, 59, 59, 999999, tzinfo=UTC)]
+
+
+@pytest.mark.parametrize("forms", [("parquet-typed", "utf-8"), ("utf-8", "parquet-typed"),
+                                   ("parquet-text", "parquet-typed")])  # fmt: skip
+def test_one_call_mixing_typed_parquet_and_text_files_gives_the_same_store(
+    tmp_path: Path, utf8_store: tuple[Any, list], forms: tuple[str, str]
+) -> None:
+    """Files of one call are checked together: typed and text forms must not disturb each other."""
+    first = write_month(tmp_path / "a", forms[0])[0]
+    second = write_month(tmp_path / "b", forms[1])[1]
+    files = [tmp_path / first.name, tmp_path / second.name]
+    first.rename(files[0])
+    second.rename(files[1])
+
+    lines = ingest_in_process(tmp_path, files)
+
+    assert [{**line, "file": Path(line["file"]).stem} for line in lines] == EXPECTED_LINES
+    assert_same_store(tmp_path / "store", utf8_store[0])
