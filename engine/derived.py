@@ -113,8 +113,14 @@ def _as_current(frame: pl.DataFrame) -> pl.DataFrame:
     return frame.with_columns(missing).select(CURRENT_SCHEMA.names)
 
 
-def current_rows(store: Store, rows: pl.DataFrame, *, upto: int) -> pl.DataFrame:
-    """New current rows for the persons that `rows` (journal rows) touch."""
+def current_rows(
+    store: Store, rows: pl.DataFrame, *, upto: int, earlier: pl.DataFrame | None = None
+) -> pl.DataFrame:
+    """New current rows for the persons that `rows` (journal rows) touch.
+
+    A person with an `X1` needs their whole history: `earlier` may hold the applied journal rows
+    before `rows` of every such person (the ingest session read them already), else the journal
+    is read for them."""
     applied = rows.filter(pl.col("outcome").is_in(APPLIED))
     if applied.is_empty():
         return pl.DataFrame(schema=pl.from_arrow(CURRENT_SCHEMA.empty_table()).schema)
@@ -131,7 +137,12 @@ def current_rows(store: Store, rows: pl.DataFrame, *, upto: int) -> pl.DataFrame
     )
     parts = [_as_current(newest)]
     if len(x1_persons):
-        parts.append(effective_rows(history_of(store, x1_persons, upto=upto)))
+        if earlier is None:
+            history = history_of(store, x1_persons, upto=upto)
+        else:
+            mine = pl.col("person").is_in(x1_persons.implode())
+            history = pl.concat([earlier.filter(mine), applied.filter(mine)], how="diagonal_relaxed")
+        parts.append(effective_rows(history))
     return pl.concat(parts, how="vertical_relaxed")
 
 
@@ -177,11 +188,18 @@ def held_rows(store: Store, rows: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def catch_up(store: Store, rows: pl.DataFrame | None = None, *, rows_after: int = 0) -> int:
+def catch_up(
+    store: Store,
+    rows: pl.DataFrame | None = None,
+    *,
+    rows_after: int = 0,
+    earlier: pl.DataFrame | None = None,
+) -> int:
     """Bring every derived table to the journal head; returns the head batch.
 
     `rows` may carry journal rows already in memory (every batch after `rows_after`), which
-    saves reading them back; otherwise they are read from the journal.
+    saves reading them back; otherwise they are read from the journal. `earlier`: the applied
+    journal rows up to `rows_after` of the persons those rows cancel for (see current_rows).
     """
     head = store.journal_head().batch
     if head == 0:
@@ -191,10 +209,12 @@ def catch_up(store: Store, rows: pl.DataFrame | None = None, *, rows_after: int 
     if low >= head:
         return head
     if rows is None or rows_after > low:
-        rows = read_journal(store, after=low, upto=head)
+        rows, earlier = read_journal(store, after=low, upto=head), None
     builders: dict[str, tuple[Callable[[pl.DataFrame], pl.DataFrame], str]] = {
         "codes": (code_rows, "append"),
-        "current_delta": (lambda r: current_rows(store, r, upto=head), "append"),
+        "current_delta": (
+            lambda r: current_rows(store, r, upto=head, earlier=earlier), "append"
+        ),
         "positions": (lambda r: position_rows(store, r), "overwrite"),
         "held": (lambda r: held_rows(store, r), "overwrite"),
     }

@@ -146,6 +146,7 @@ class IngestSession:
         }  # fmt: skip
         self.counts = np.zeros(2, np.int64)
         self.journal_parts: list[pl.DataFrame] = []
+        self.histories: list[pl.DataFrame] = []  # store histories read for persons with an X1
 
     # -- state loading ------------------------------------------------------------------------
     @staticmethod
@@ -298,6 +299,7 @@ class IngestSession:
         history = derived.history_of(
             self.store, pl.Series(persons), upto=self.start_batch
         )
+        self.histories.append(history)
         self.history_loaded[locals_] = True
         if history.is_empty():
             return
@@ -565,7 +567,10 @@ class IngestSession:
         afresh (bounds memory on national-size loads). Returns the journal's last batch."""
         self.wait_committed()
         rows = pl.concat(self.journal_parts) if self.journal_parts else None
-        head = derived.catch_up(self.store, rows, rows_after=self.start_batch)
+        earlier = pl.concat(self.histories, how="diagonal_relaxed") if self.histories else None
+        if earlier is None and rows is not None:
+            earlier = rows.clear()
+        head = derived.catch_up(self.store, rows, rows_after=self.start_batch, earlier=earlier)
         self._reset_state()
         return head
 
