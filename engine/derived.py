@@ -15,6 +15,7 @@ import polars as pl
 import pyarrow as pa
 
 from engine.schema import CURRENT_SCHEMA, HELD_SCHEMA
+from engine.current import ORDER
 from engine.store import APP_ID, SCHEMAS, Store
 
 APPLIED = ["applied", "released"]
@@ -237,26 +238,32 @@ def rebuild(store: Store, *, progress: Callable[[int, int], None] | None = None)
 
 
 def compact(store: Store) -> int:
-    """Merge the current delta into a new base sorted by person; the delta starts empty again.
+    """Merge the current delta into a new base; the delta starts empty again.
 
-    A crash between the two commits leaves the delta applied twice, which reads the same.
+    Streams: the base (sorted by person) less the persons in the delta, then the delta's newest
+    rows sorted by person. A crash between the two commits leaves the delta applied twice, which
+    reads the same.
     """
+    from deltalake import CommitProperties, Transaction
+
     head = catch_up(store)
     version = store.reflected_batch("current_delta")
-    merged = (
-        pl.concat(
-            [
-                pl.scan_delta(str(store.table_path("current_base"))),
-                pl.scan_delta(str(store.table_path("current_delta"))),
-            ]
-        )
-        .sort("written_batch", "written_order")
-        .unique(subset="person", keep="last")
-        .filter(pl.col("version").is_not_null())
-        .sort("person")
-        .collect()
+    delta = pl.scan_delta(str(store.table_path("current_delta")))
+    newest = delta.sort(ORDER).unique(subset="person", keep="last").collect()
+    rest = pl.scan_delta(str(store.table_path("current_base"))).join(
+        newest.lazy().select("person"), on="person", how="anti", maintain_order="left"
     )
-    _commit(store, "current_base", merged, version, "overwrite")
-    _commit(store, "current_delta", merged.clear(), version, "overwrite")
+    live = newest.filter(pl.col("version").is_not_null()).sort("person").lazy()
+    schema = pl.from_arrow(CURRENT_SCHEMA.empty_table()).schema  # type: ignore[union-attr]
+    merged = pl.concat([rest, live]).select(CURRENT_SCHEMA.names).cast(dict(schema))  # type: ignore[arg-type]
+    merged.sink_delta(
+        str(store.table_path("current_base")),
+        mode="overwrite",
+        delta_write_options={
+            "commit_properties": CommitProperties(
+                app_transactions=[Transaction(app_id=APP_ID, version=version)]
+            )
+        },
+    )
+    _commit(store, "current_delta", newest.clear(), version, "overwrite")
     return head
-

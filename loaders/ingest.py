@@ -18,7 +18,7 @@ from loaders.notifications import Encoding, NotificationFile, read_notifications
 
 # Files are read ahead in groups of about this many rows, so that the store is asked once per
 # group for the state of every person the group names (a month of national changes is one group).
-GROUP_ROWS = 4_000_000
+GROUP_ROWS = 2_000_000
 
 
 @dataclass(frozen=True)
