@@ -9,7 +9,7 @@ changes nothing. `rebuild` recomputes them all from the whole journal.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import polars as pl
 import pyarrow as pa
@@ -240,30 +240,39 @@ def rebuild(store: Store, *, progress: Callable[[int, int], None] | None = None)
 def compact(store: Store) -> int:
     """Merge the current delta into a new base; the delta starts empty again.
 
-    Streams: the base (sorted by person) less the persons in the delta, then the delta's newest
-    rows sorted by person. A crash between the two commits leaves the delta applied twice, which
-    reads the same.
+    Streams record batches: the base less the persons in the delta, then the delta's newest
+    rows sorted by person, so memory stays bounded by the delta. A crash between the two
+    commits leaves the delta applied twice, which reads the same.
     """
-    from deltalake import CommitProperties, Transaction
+    import pyarrow as pa
+    from deltalake import CommitProperties, Transaction, write_deltalake
 
     head = catch_up(store)
     version = store.reflected_batch("current_delta")
-    delta = pl.scan_delta(str(store.table_path("current_delta")))
-    newest = delta.sort(ORDER).unique(subset="person", keep="last").collect()
-    rest = pl.scan_delta(str(store.table_path("current_base"))).join(
-        newest.lazy().select("person"), on="person", how="anti", maintain_order="left"
+    newest = (
+        pl.scan_delta(str(store.table_path("current_delta")))
+        .sort(ORDER)
+        .unique(subset="person", keep="last")
+        .collect()
     )
-    live = newest.filter(pl.col("version").is_not_null()).sort("person").lazy()
-    schema = pl.from_arrow(CURRENT_SCHEMA.empty_table()).schema  # type: ignore[union-attr]
-    merged = pl.concat([rest, live]).select(CURRENT_SCHEMA.names).cast(dict(schema))  # type: ignore[arg-type]
-    merged.sink_delta(
+    changed = newest["person"].implode()
+    live = newest.filter(pl.col("version").is_not_null()).sort("person")
+
+    base = store.delta("current_base").to_pyarrow_dataset()  # opened outside delta-rs' writer
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        for batch in base.to_batches(batch_size=1 << 20):
+            kept = pl.from_arrow(batch).filter(~pl.col("person").is_in(changed))  # type: ignore[union-attr]
+            yield from kept.to_arrow().cast(CURRENT_SCHEMA).to_batches()
+        yield from live.select(CURRENT_SCHEMA.names).to_arrow().cast(CURRENT_SCHEMA).to_batches()
+
+    write_deltalake(
         str(store.table_path("current_base")),
+        pa.RecordBatchReader.from_batches(CURRENT_SCHEMA, batches()),
         mode="overwrite",
-        delta_write_options={
-            "commit_properties": CommitProperties(
-                app_transactions=[Transaction(app_id=APP_ID, version=version)]
-            )
-        },
+        commit_properties=CommitProperties(
+            app_transactions=[Transaction(app_id=APP_ID, version=version)]
+        ),
     )
     _commit(store, "current_delta", newest.clear(), version, "overwrite")
     return head
