@@ -81,7 +81,7 @@ class Registry:
             "agency": [asdict(a) for a in self.agencies.values()],
             "affair": [
                 {**asdict(a), "agencies": list(a.agencies), "functions": list(a.functions),
-                 "columns": list(a.columns)}  # fmt: skip
+                 "columns": list(a.columns)}
                 for a in self.affairs.values()
             ],
         }
@@ -214,7 +214,7 @@ def read_registry(store: Store) -> Registry:
     affairs = {
         r["code"]: Affair(r["code"], r["name"], r["basis"] or "", tuple(r["agencies"] or ()),
                           tuple(r["functions"] or ()), tuple(r["columns"] or ()),
-                          bool(r["protected_access"]))  # fmt: skip
+                          bool(r["protected_access"]))
         for r in rows
         if r["kind"] == "affair"
     }

@@ -80,7 +80,14 @@ def _store(path: Path) -> Any:
 
 @contextmanager
 def _progress(label: str) -> Iterator[Callable[[int, int], None]]:
-    """A rich progress bar on stderr, handed to library functions as `progress(done, total)`."""
+    """A rich progress bar on stderr, handed to library functions as `progress(done, total)`.
+
+    Only on a terminal: batch jobs' stderr keeps just the summary line (a transient bar
+    leaves an empty line behind when stderr is a file).
+    """
+    if not err.is_terminal:
+        yield lambda done, total: None
+        return
     columns = [TextColumn(label), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                TimeElapsedColumn()]  # fmt: skip
     with Progress(*columns, console=err, transient=True) as bar:
@@ -279,6 +286,532 @@ def held_list(
                           str(r["row"]))  # fmt: skip
         out.print(table)
     _line(f"{len(rows)} held row(s)")
+    return 0
+
+
+# -- agency services: registry, provision commands, audit (SPEC §5, §6) --------------------------
+registry_app = typer.Typer(help="The agency/affair registry (SPEC §5).", no_args_is_help=True)
+audit_app = typer.Typer(help="Provision records and requests (SPEC §6).", no_args_is_help=True)
+extract_app = typer.Typer(help="Extracts for an affair (base date, region/age, milestone ages).",
+                          no_args_is_help=True)  # fmt: skip
+app.add_typer(registry_app, name="registry")
+app.add_typer(audit_app, name="audit")
+app.add_typer(extract_app, name="extract")
+
+AgencyOpt = Annotated[str, typer.Option("--agency", help="Requesting agency (registry code).")]
+AffairOpt = Annotated[str, typer.Option("--affair", help="Affair (事務) the agency acts for.")]
+ColumnsOpt = Annotated[
+    str | None, typer.Option("--columns", help="a,b,c: a subset of the affair's columns.")
+]
+OutOpt = Annotated[Path, typer.Option("--out", help="Output file (a manifest goes beside it).")]
+FormatOpt = Annotated[FileFormat, typer.Option("--format", help="Output format.")]
+OutEncodingOpt = Annotated[
+    EncodingChoice, typer.Option("--encoding", help="CSV encoding (cp932: variants mapped, 〓).")
+]
+KnownAtOpt = Annotated[
+    str | None,
+    typer.Option("--known-at", help="Only notifications recorded up to this ISO 8601 instant "
+                 "(Japan time without a zone): reproduces an earlier extract."),
+]  # fmt: skip
+PrefectureOpt = Annotated[
+    list[str] | None, typer.Option("--prefecture", help="Prefecture code 01–47 (repeatable).")
+]
+MunicipalityOpt = Annotated[
+    list[str] | None, typer.Option("--municipality", help="Municipality code (repeatable).")
+]
+
+
+def _requester(agency: str, affair: str, columns: str | None, out_file: Path,
+               file_format: FileFormat, encoding: EncodingChoice) -> Any:  # fmt: skip
+    from engine.dates import now_utc
+    from loaders.outputs import OutputOptions
+    from loaders.services import Requester
+
+    chosen = [c.strip() for c in columns.split(",") if c.strip()] if columns is not None else None
+    output = OutputOptions(out_file, file_format.value, encoding.value)  # type: ignore[arg-type]
+    return Requester(agency, affair, output, chosen, now_utc())
+
+
+def _with(who: Any, progress: Callable[[int, int], None]) -> Any:
+    """The requester with a progress bar attached."""
+    import dataclasses
+
+    return dataclasses.replace(who, progress=progress)
+
+
+def _instant(text: str | None, option: str) -> Any:
+    from engine.dates import parse_timestamp
+
+    return None if text is None else parse_timestamp(text, option=option)
+
+
+def _day(text: str | None, option: str, now: Any) -> Any:
+    from engine.dates import japan_date, parse_date
+
+    return japan_date(now) if text is None else parse_date(text, option=option)
+
+
+def _provided(command: str, summary: Any) -> int:
+    _line(f"{command}: {summary.rows:,} rows ({summary.recorded:,} provision records) in "
+          f"{summary.seconds:.1f} s → {summary.path} (request {summary.request_id})")  # fmt: skip
+    return 0
+
+
+@registry_app.command("load")
+def registry_load(
+    file: Annotated[Path, typer.Argument(help="Registry TOML ([[agency]], [[affair]]).")],
+    store: StoreOpt = DEFAULT_STORE,
+) -> int:
+    """Load the agency/affair registry from a TOML file, replacing the current one (SPEC §5).
+
+    Example: juki registry load registry.toml --store ./juki-store
+    """
+    from engine.access import load_registry
+    from engine.dates import now_utc
+
+    registry = load_registry(_store(store), file, now=now_utc())
+    _line(f"registry loaded: {len(registry.agencies)} agencies, {len(registry.affairs)} affairs "
+          f"from {file} ({store})")  # fmt: skip
+    return 0
+
+
+@registry_app.command("show")
+def registry_show(
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
+    store: StoreOpt = DEFAULT_STORE,
+) -> int:
+    """Show the loaded agencies and affairs.
+
+    Example: juki registry show --json
+    """
+    from engine.access import read_registry
+
+    registry = read_registry(_store(store))
+    if json_out:
+        _json(registry.to_json())
+        return 0
+    agencies = Table("agency", "name", "scope", "prefecture", title="agencies")
+    for a in registry.agencies.values():
+        agencies.add_row(escape(a.code), escape(a.name), a.scope, a.prefecture)
+    affairs = Table("affair", "name", "agencies", "functions", "columns", "protected_access",
+                    title="affairs")  # fmt: skip
+    for f in registry.affairs.values():
+        affairs.add_row(escape(f.code), escape(f.name), ", ".join(f.agencies),
+                        ", ".join(f.functions), ", ".join(f.columns), str(f.protected_access))  # fmt: skip
+    out.print(agencies)
+    out.print(affairs)
+    return 0
+
+
+@app.command()
+def lookup(
+    file: Annotated[Path, typer.Argument(help="Request file with a my_number or resident_code column.")],
+    agency: AgencyOpt,
+    affair: AffairOpt,
+    out_file: OutOpt,
+    as_of: Annotated[str | None, typer.Option("--as-of", help="Date read (default: today, Japan).")]
+    = None,
+    known_at: KnownAtOpt = None,
+    columns: ColumnsOpt = None,
+    file_format: FormatOpt = FileFormat.parquet,
+    encoding: OutEncodingOpt = EncodingChoice.utf8,
+    store: StoreOpt = DEFAULT_STORE,
+) -> int:
+    """Per-request lookup (都度照会): one row per request row, in order, with found/miss (SPEC §5).
+
+    Example: juki lookup requests.csv --agency JPS --affair pension-change --out answer.parquet
+    """
+    from loaders.services import run_lookup
+
+    who = _requester(agency, affair, columns, out_file, file_format, encoding)
+    with _progress("lookup") as bar:
+        summary = run_lookup(_store(store), file, _with(who, bar),
+                             as_of=_day(as_of, "--as-of", who.now),
+                             known_at=_instant(known_at, "--known-at"))  # fmt: skip
+    return _provided("lookup", summary)
+
+
+@app.command()
+def changes(
+    file: Annotated[Path, typer.Argument(help="Target file with a my_number or resident_code column.")],
+    agency: AgencyOpt,
+    affair: AffairOpt,
+    out_file: OutOpt,
+    since: Annotated[str, typer.Option("--since", help="Window start (exclusive), ISO 8601.")],
+    until: Annotated[str | None, typer.Option("--until", help="Window end (inclusive); default "
+                     "now, or the last recorded_at if later.")] = None,
+    columns: ColumnsOpt = None,
+    file_format: FormatOpt = FileFormat.parquet,
+    encoding: OutEncodingOpt = EncodingChoice.utf8,
+    store: StoreOpt = DEFAULT_STORE,
+) -> int:
+    """Periodic change check (定期照会): targets with notifications recorded in the window (SPEC §5).
+
+    Example: juki changes targets.parquet --agency JPS --affair pension-change --since 2025-05-01 --until 2025-06-01 --out changes.parquet
+    """
+    from loaders.services import run_changes
+
+    who = _requester(agency, affair, columns, out_file, file_format, encoding)
+    with _progress("changes") as bar:
+        summary = run_changes(_store(store), file, _with(who, bar),
+                              since=_instant(since, "--since"), until=_instant(until, "--until"))  # fmt: skip
+    return _provided("changes", summary)
+
+
+def _region(prefecture: list[str] | None, municipality: list[str] | None) -> Any:
+    from engine.extract import Region
+
+    return Region(tuple(prefecture or ()), tuple(municipality or ()))
+
+
+@extract_app.command("base-date")
+def extract_base_date(
+    agency: AgencyOpt,
+    affair: AffairOpt,
+    out_file: OutOpt,
+    date: Annotated[str, typer.Option("--date", help="Base date YYYY-MM-DD.")],
+    prefecture: PrefectureOpt = None,
+    municipality: MunicipalityOpt = None,
+    known_at: KnownAtOpt = None,
+    columns: ColumnsOpt = None,
+    file_format: FormatOpt = FileFormat.parquet,
+    encoding: OutEncodingOpt = EncodingChoice.utf8,
+    store: StoreOpt = DEFAULT_STORE,
+) -> int:
+    """Everyone registered on the base date (特定公的給付), optionally in a region (SPEC §5).
+
+    Example: juki extract base-date --date 2020-04-27 --agency CITY --affair benefit --out base.parquet
+    """
+    from loaders.services import run_base_date
+
+    who = _requester(agency, affair, columns, out_file, file_format, encoding)
+    with _progress("extract") as bar:
+        summary = run_base_date(_store(store), _with(who, bar),
+                                date=_day(date, "--date", who.now),
+                              known_at=_instant(known_at, "--known-at"),
+                              region=_region(prefecture, municipality))  # fmt: skip
+    return _provided("extract base-date", summary)
+
+
+@extract_app.command("region-age")
+def extract_region_age(
+    agency: AgencyOpt,
+    affair: AffairOpt,
+    out_file: OutOpt,
+    date: Annotated[str, typer.Option("--date", help="Date YYYY-MM-DD of residence and age.")],
+    min_age: Annotated[int, typer.Option("--min-age", help="Youngest age (inclusive).")],
+    max_age: Annotated[int, typer.Option("--max-age", help="Oldest age (inclusive).")],
+    prefecture: PrefectureOpt = None,
+    municipality: MunicipalityOpt = None,
+    known_at: KnownAtOpt = None,
+    columns: ColumnsOpt = None,
+    file_format: FormatOpt = FileFormat.parquet,
+    encoding: OutEncodingOpt = EncodingChoice.utf8,
+    store: StoreOpt = DEFAULT_STORE,
+) -> int:
+    """Persons registered on the date in the region, aged --min-age to --max-age, plus `age`.
+
+    Example: juki extract region-age --date 2025-04-01 --min-age 65 --max-age 74 --prefecture 13 --agency TOKYO --affair benefit --out elderly.parquet
+    """
+    from loaders.services import run_region_age
+
+    who = _requester(agency, affair, columns, out_file, file_format, encoding)
+    with _progress("extract") as bar:
+        summary = run_region_age(_store(store), _with(who, bar),
+                                 date=_day(date, "--date", who.now),
+                              known_at=_instant(known_at, "--known-at"), min_age=min_age,
+                              max_age=max_age, region=_region(prefecture, municipality))  # fmt: skip
+    return _provided("extract region-age", summary)
+
+
+@extract_app.command("milestone")
+def extract_milestone(
+    agency: AgencyOpt,
+    affair: AffairOpt,
+    out_file: OutOpt,
+    month: Annotated[str, typer.Option("--month", help="Month YYYY-MM.")],
+    ages: Annotated[str, typer.Option("--ages", help="Ages reached, e.g. 20,34,44,54.")],
+    prefecture: PrefectureOpt = None,
+    municipality: MunicipalityOpt = None,
+    known_at: KnownAtOpt = None,
+    columns: ColumnsOpt = None,
+    file_format: FormatOpt = FileFormat.parquet,
+    encoding: OutEncodingOpt = EncodingChoice.utf8,
+    store: StoreOpt = DEFAULT_STORE,
+) -> int:
+    """Persons reaching one of the ages in the month (年齢到達), plus `age` and `reached_on`.
+
+    Example: juki extract milestone --month 2026-11 --ages 20,34,44,54 --agency JPS --affair benefit --out milestone.parquet
+    """
+    from engine.dates import parse_month
+    from engine.extract import parse_ages
+    from loaders.services import run_milestone
+
+    who = _requester(agency, affair, columns, out_file, file_format, encoding)
+    parse_month(month)
+    with _progress("extract") as bar:
+        summary = run_milestone(_store(store), _with(who, bar), month=month,
+                              ages=parse_ages(ages), known_at=_instant(known_at, "--known-at"),
+                              region=_region(prefecture, municipality))  # fmt: skip
+    return _provided("extract milestone", summary)
+
+
+@app.command()
+def stats(
+    agency: AgencyOpt,
+    affair: AffairOpt,
+    date: Annotated[str, typer.Option("--date", help="Date YYYY-MM-DD of registration and age.")],
+    by: Annotated[str, typer.Option("--by", help="Groups: any of prefecture,municipality,age5,sex.")]
+    = "",
+    plot: Annotated[Path | None, typer.Option("--plot", help="Draw a population pyramid PNG.")]
+    = None,
+    out_file: Annotated[Path | None, typer.Option("--out", help="Write the counts to a file "
+                        "(with a manifest) instead of printing a table.")] = None,
+    known_at: KnownAtOpt = None,
+    file_format: FormatOpt = FileFormat.parquet,
+    encoding: OutEncodingOpt = EncodingChoice.utf8,
+    store: StoreOpt = DEFAULT_STORE,
+) -> int:
+    """Counts of persons registered on the date per group, and a population pyramid (SPEC §5).
+
+    Example: juki stats --date 2025-04-01 --by prefecture,age5,sex --agency JPS --affair statistics --plot pyramid.png
+    """
+    from engine.stats import parse_by
+    from loaders.services import run_stats
+
+    groups = parse_by(by)
+    who = _requester(agency, affair, None, out_file or Path("stats.parquet"), file_format, encoding)
+    with _progress("stats") as bar:
+        summary = run_stats(_store(store), _with(who, bar), date=_day(date, "--date", who.now),
+                            by=groups, known_at=_instant(known_at, "--known-at"), plot=plot,
+                            to_file=out_file is not None)  # fmt: skip
+    if summary.table is not None:
+        table = Table(*summary.table.columns)
+        for r in summary.table.iter_rows():
+            table.add_row(*(f"{v:,}" if isinstance(v, int) and not isinstance(v, bool) else str(v)
+                            for v in r))  # fmt: skip
+        out.print(table)
+    where = f" → {summary.path}" if summary.path else ""
+    drawn = f", pyramid {plot}" if plot else ""
+    _line(f"stats: {summary.rows:,} groups in {summary.seconds:.1f} s{where}{drawn} "
+          f"(request {summary.request_id})")  # fmt: skip
+    return 0
+
+
+@audit_app.command("self")
+def audit_self(
+    my_number: Annotated[str, typer.Option("--my-number", help="Your My Number (12 digits).")],
+    since: Annotated[str | None, typer.Option(help="From this instant (ISO 8601).")] = None,
+    until: Annotated[str | None, typer.Option(help="Up to this instant (ISO 8601).")] = None,
+    limit: Annotated[int, typer.Option(help="Records per page.", min=1)] = 50,
+    offset: Annotated[int, typer.Option(help="Records to skip (paging).", min=0)] = 0,
+    json_out: Annotated[bool, typer.Option("--json", help="A JSON array on stdout.")] = False,
+    store: StoreOpt = DEFAULT_STORE,
+) -> int:
+    """Your provision records (self-check), newest first, over every resident code you held.
+
+    Example: juki audit self --my-number 123456789018 --limit 20 --json
+    """
+    from engine.provision import audit_self as run
+
+    page = run(_store(store), my_number, since=_instant(since, "--since"),
+               until=_instant(until, "--until"), limit=limit, offset=offset)  # fmt: skip
+    if json_out:
+        _json(page.to_json())
+        return 0
+    table = Table("provided_at", "agency", "affair", "function", "columns", "request_id",
+                  "resident_code")  # fmt: skip
+    for r in page.to_json():
+        table.add_row(r["provided_at"], escape(r["agency"]), escape(r["affair"]), r["function"],
+                      ", ".join(r["columns"]), r["request_id"], r["resident_code"])  # fmt: skip
+    out.print(table)
+    _line(f"{len(page.records)} record(s) from offset {offset}")
+    return 0
+
+
+@audit_app.command("compact")
+def audit_compact(store: StoreOpt = DEFAULT_STORE) -> int:
+    """Rewrite each bucket-year of provision records sorted by resident_code (a daily job).
+
+    The records stay the same; a self-check then reads one file's row group, not many files.
+
+    Example: juki audit compact --store ./juki-store
+    """
+    from engine.provision import compact
+
+    s = _store(store)
+    s.require()
+    added = compact(s)
+    _line(f"provision records compacted into {added} file(s) ({store})")
+    return 0
+
+
+@audit_app.command("requests")
+def audit_requests(
+    since: Annotated[str | None, typer.Option(help="After this instant (ISO 8601).")] = None,
+    until: Annotated[str | None, typer.Option(help="Up to this instant (ISO 8601).")] = None,
+    agency: Annotated[str | None, typer.Option(help="Only this agency's requests.")] = None,
+    limit: Annotated[int | None, typer.Option(help="At most this many (newest first).")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="A JSON array on stdout.")] = False,
+    store: StoreOpt = DEFAULT_STORE,
+) -> int:
+    """Requests newest first: who, what, when, rows, output hash; refusals included.
+
+    Example: juki audit requests --agency JPS --json
+    """
+    from engine.dates import iso_jst
+    from engine.requests import list_requests
+
+    rows = list_requests(_store(store), since=_instant(since, "--since"),
+                         until=_instant(until, "--until"), agency=agency, limit=limit)  # fmt: skip
+    for r in rows:
+        for k in ("requested_at", "finished_at"):
+            r[k] = iso_jst(r[k]) if r[k] is not None else None
+        r["parameters"] = json.loads(r["parameters"]) if r["parameters"] else {}
+    if json_out:
+        _json(rows)
+        return 0
+    table = Table("requested_at", "request_id", "agency", "affair", "function", "status", "rows",
+                  "output / reason", "sha256")  # fmt: skip
+    for r in rows:
+        detail = r["output"] if r["status"] == "provided" else r["refused_reason"]
+        table.add_row(r["requested_at"], r["request_id"], escape(r["agency"]), escape(r["affair"]),
+                      r["function"], r["status"], f"{r['rows']:,}", escape(detail or ""),
+                      (r["output_sha256"] or "")[:16])  # fmt: skip
+    out.print(table)
+    _line(f"{len(rows)} request(s)")
+    return 0
+
+
+# -- consistency checks and issuance (SPEC §8, §2.4) ----------------------------------------------
+codes_app = typer.Typer(help="Issue codes (SPEC §2.4): the resident-code pool, draws, My Numbers.",
+                        no_args_is_help=True)  # fmt: skip
+app.add_typer(codes_app, name="codes")
+
+
+class IssueKind(str, Enum):
+    resident_code = "resident-code"
+    my_number = "my-number"
+
+
+@app.command()
+def check(
+    rules: Annotated[str | None, typer.Option(help="Comma-separated rule ids (default: all).")]
+    = None,
+    out_file: Annotated[Path | None, typer.Option("--out", help="Parquet report, one row per "
+                                                  "rule and person.")] = None,  # fmt: skip
+    json_out: Annotated[bool, typer.Option("--json", help="Summary as JSON on stdout.")] = False,
+    store: StoreOpt = DEFAULT_STORE,
+) -> int:
+    """Run the consistency checks of SPEC §8 over the whole store; exit 1 on any error.
+
+    Example: juki check --rules code-shared,check-digit --out report.parquet --json
+    """
+    from engine.check import run_check, select_rules, write_report
+    from engine.dates import japan_date, now_utc
+
+    chosen = select_rules(rules.split(",")) if rules is not None else None
+    with _progress("check") as progress:
+        report = run_check(_store(store), today=japan_date(now_utc()), rules=chosen,
+                           progress=progress)  # fmt: skip
+    if out_file is not None:
+        write_report(report, out_file)
+    if json_out:
+        _json(report.to_json())
+    table = Table("rule", "severity", "violations", title=f"juki check — {store}")
+    for c in report.counts():
+        style = "red" if c["count"] and c["severity"] == "error" else ""
+        table.add_row(str(c["rule"]), str(c["severity"]),
+                      f"[{style}]{c['count']:,}[/{style}]" if style else f"{c['count']:,}")  # fmt: skip
+    err.print(table)
+    _line(f"checked journal batch {report.journal_batch}: {report.violations.height:,} "
+          f"violation(s), {report.errors:,} error(s) in {report.seconds:.1f} s"
+          + (f" → {out_file}" if out_file is not None else ""))  # fmt: skip
+    return report.exit_code
+
+
+@codes_app.command("issue")
+def codes_issue(
+    kind: Annotated[IssueKind, typer.Option("--kind", help="resident-code: add to the pool; "
+                                            "my-number: derive from resident codes.")],  # fmt: skip
+    count: Annotated[int | None, typer.Option(help="resident-code: how many to add.")] = None,
+    resident_codes: Annotated[Path | None, typer.Option(
+        "--resident-codes", help="my-number: CSV/Parquet file with a resident_code column.")]
+    = None,  # fmt: skip
+    out_file: Annotated[Path | None, typer.Option("--out", help="my-number: output file "
+                                                  "(resident_code, my_number).")] = None,  # fmt: skip
+    key_file: Annotated[Path | None, typer.Option(
+        "--key-file", help="my-number: the key (else env JUKI_MYNUMBER_KEY; never stored).")]
+    = None,  # fmt: skip
+    json_out: Annotated[bool, typer.Option("--json", help="Summary as JSON on stdout.")] = False,
+    store: StoreOpt = DEFAULT_STORE,
+) -> int:
+    """Add new resident codes to the pool, or derive My Numbers from resident codes.
+
+    Example: juki codes issue --kind resident-code --count 1000000
+    (or: juki codes issue --kind my-number --resident-codes new.csv --out numbers.parquet)
+    """
+    s = _store(store)
+    if kind is IssueKind.resident_code:
+        from engine.issuance import issue_resident_codes
+
+        if count is None:
+            raise UsageError("--count: required with --kind resident-code")
+        pool = issue_resident_codes(s, count=count)
+        if json_out:
+            _json(pool.to_json())
+        _line(f"pooled {pool.issued:,} new resident codes in {pool.seconds:.1f} s; "
+              f"{pool.unassigned:,} unassigned in the pool ({store})")  # fmt: skip
+        return 0
+    from loaders.issuance import issue_my_numbers_file
+
+    if resident_codes is None or out_file is None:
+        raise UsageError("--resident-codes and --out: required with --kind my-number")
+    if key_file is not None:
+        if not key_file.is_file():
+            raise UsageError.missing_file(key_file)
+        key = key_file.read_bytes().rstrip(b"\r\n")
+    else:
+        key = os.environ.get("JUKI_MYNUMBER_KEY", "").encode()
+    if not key:
+        raise UsageError("--key-file: required (or the environment variable JUKI_MYNUMBER_KEY)")
+    written = issue_my_numbers_file(s, resident_codes, out_file, key=key)
+    if json_out:
+        _json(written.to_json())
+    _line(f"derived My Numbers for {written.resident_codes:,} resident code(s): "
+          f"{written.rows:,} rows → {out_file}")  # fmt: skip
+    return 0
+
+
+@codes_app.command("draw")
+def codes_draw(
+    municipality: Annotated[str, typer.Option(help="The municipality's local government code.")],
+    count: Annotated[int, typer.Option(help="How many pooled codes to assign.")],
+    alert_below: Annotated[int, typer.Option(help="Alert when the municipality's assigned but "
+                                             "unused codes are fewer.")] = 1000,  # fmt: skip
+    out_file: Annotated[Path | None, typer.Option("--out", help="File of the drawn codes "
+                                                  "(resident_code).")] = None,  # fmt: skip
+    json_out: Annotated[bool, typer.Option("--json", help="Summary as JSON on stdout.")] = False,
+    store: StoreOpt = DEFAULT_STORE,
+) -> int:
+    """Assign pooled resident codes to a municipality at random; alert when it runs low.
+
+    Example: juki codes draw --municipality 131016 --count 5000 --out chiyoda-codes.csv
+    """
+    from engine.issuance import draw_resident_codes
+    from loaders.issuance import write_codes
+
+    drawn = draw_resident_codes(_store(store), municipality_code=municipality, count=count,
+                                alert_below=alert_below)  # fmt: skip
+    if out_file is not None:
+        write_codes(drawn.codes, out_file)
+    if json_out:
+        _json(drawn.to_json())
+    _line(f"assigned {drawn.drawn:,} resident codes to {municipality}; {drawn.unused:,} assigned "
+          "and unused" + (f" → {out_file}" if out_file is not None else ""))  # fmt: skip
+    if drawn.alert:
+        _line(f"alert: municipality {municipality} has {drawn.unused:,} assigned-but-unused "
+              f"resident codes, below {alert_below:,}")  # fmt: skip
     return 0
 
 

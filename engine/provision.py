@@ -51,12 +51,14 @@ def record_provisions(
 ) -> int:
     """Append one record per provided row (`provided`: `resident_code`, `columns`)."""
     import polars as pl
-    from deltalake import write_deltalake
+
+    from engine.appends import append
 
     if provided.is_empty():
         return 0
+    code = pl.col("resident_code").cast(pl.Int64)
     frame = (
-        provided.select(
+        provided.with_columns(_code=code).sort(code % BUCKETS, "_code").select(
             resident_code=pl.col("resident_code"),
             provided_at=pl.lit(provided_at).dt.cast_time_unit("us").dt.convert_time_zone("UTC"),
             agency=pl.lit(grant.agency.code),
@@ -64,16 +66,12 @@ def record_provisions(
             function=pl.lit(grant.function),
             columns=pl.col("columns"),
             request_id=pl.lit(grant.request_id),
-            bucket=(pl.col("resident_code").cast(pl.Int64) % BUCKETS).cast(pl.Int32),
+            bucket=(pl.col("_code") % BUCKETS).cast(pl.Int32),
             year=pl.lit(provided_at.astimezone(dt.UTC).year, pl.Int32),
         )
-        .sort("bucket", "resident_code")
-    )
+    )  # sorted by bucket, then resident_code (fixed width: numeric order is text order)
     table = frame.to_arrow().cast(PROVISIONS_SCHEMA)
-    store.path.mkdir(parents=True, exist_ok=True)
-    write_deltalake(
-        str(store.table_path("provisions")), table, mode="append", partition_by=["bucket", "year"]
-    )
+    append(store.table_path("provisions"), table, partition_by=["bucket", "year"])
     return frame.height
 
 
@@ -138,6 +136,58 @@ def self_check(
     table = table.sort_by([("provided_at", "descending"), ("request_id", "descending"),
                            ("resident_code", "ascending")])  # fmt: skip
     return SelfCheck(table.slice(offset, limit).to_pylist(), offset, limit)
+
+
+def resident_codes_of_my_number(store: Store, my_number: int) -> list[str]:
+    """Every resident code ever held by the person who holds or held this My Number.
+
+    Plain Arrow (no Polars import): the self-check answers in well under a second.
+    """
+    import pyarrow.compute as pc
+    import pyarrow.dataset as ds
+    from deltalake import DeltaTable
+
+    root = store.table_path("codes")
+    if not (root / "_delta_log").is_dir():
+        return []
+    codes = DeltaTable(str(root))
+    owner = codes.to_pyarrow_dataset(
+        file_pruning_predicate=f"kind = 2 AND code = {int(my_number)}"
+    ).to_table(columns=["person"], filter=(ds.field("kind") == 2) & (ds.field("code") == my_number))
+    if owner.num_rows == 0:
+        return []
+    person = owner["person"][0].as_py()
+    # person keys are issued in order, so file and row-group statistics on `person` prune most
+    # of the codes table (the initial load is one ascending run of persons)
+    held = codes.to_pyarrow_dataset(
+        file_pruning_predicate=f"kind = 1 AND person = {int(person)}"
+    ).to_table(
+        columns=["code"], filter=(ds.field("kind") == 1) & (ds.field("person") == person)
+    )
+    return sorted(f"{c:011d}" for c in pc.unique(held["code"]).to_pylist())
+
+
+def audit_self(
+    store: Store,
+    my_number: str,
+    *,
+    since: dt.datetime | None = None,
+    until: dt.datetime | None = None,
+    limit: int = 50,
+    offset: int = 0,
+) -> SelfCheck:
+    """`juki audit self`: the records of the person holding (or who held) this My Number."""
+    from engine.codes import check_digit_of, is_valid
+    from engine.errors import UsageError
+
+    if not is_valid(my_number, "my_number"):
+        hint = ""
+        if len(my_number) == 12 and my_number.isascii() and my_number.isdigit():
+            hint = f": check digit should be {check_digit_of(my_number, 'my_number')}"
+        raise UsageError(f"--my-number '{my_number}': not a valid My Number{hint}")
+    store.require()
+    codes = resident_codes_of_my_number(store, int(my_number))
+    return self_check(store, codes, since=since, until=until, limit=limit, offset=offset)
 
 
 def compact(store: Store) -> int:

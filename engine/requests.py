@@ -53,7 +53,7 @@ def record_request(
     finished_at: dt.datetime | None = None,
 ) -> None:
     """Append one request row."""
-    from deltalake import write_deltalake
+    from engine.appends import append
 
     row = {
         "request_id": request_id, "requested_at": requested_at, "agency": agency,
@@ -63,9 +63,7 @@ def record_request(
         "rows": rows, "output": output, "output_sha256": output_sha256,
         "finished_at": finished_at or requested_at,
     }  # fmt: skip
-    store.path.mkdir(parents=True, exist_ok=True)
-    table = pa.Table.from_pylist([row], schema=REQUESTS_SCHEMA)
-    write_deltalake(str(store.table_path("requests")), table, mode="append")
+    append(store.table_path("requests"), pa.Table.from_pylist([row], schema=REQUESTS_SCHEMA))
 
 
 def list_requests(

@@ -2,8 +2,9 @@
 
 A code matches the person who holds it or ever held it as known at the read's bound, even a code
 issued by a notification later cancelled (codes are never reissued): the `codes` table keeps
-every issued code with the batch that issued it, so the bound is a batch number. Codes are parsed
-to int64 by Polars casts after a length and digit check, never per row in Python.
+every issued code with the batch that issued it, so the bound is a batch number. Code text is
+parsed to int64 from the Arrow bytes by a numba kernel (width, ASCII digits, check digit), never
+per row in Python.
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ from __future__ import annotations
 import datetime as dt
 from typing import Literal
 
+import numpy as np
 import polars as pl
 
-from engine.codes import WIDTH, check_digit_expr
+from engine.codes import MY_NUMBER_WEIGHTS, RESIDENT_CODE_WEIGHTS, WIDTH
 from engine.schema import CODE_KIND
 from engine.store import Store
 
@@ -22,10 +24,38 @@ CodeColumn = Literal["my_number", "resident_code"]
 
 def parse_codes(text: pl.Expr, kind: CodeColumn) -> pl.Expr:
     """int64 of each well-formed code (right width, digits, check digit), else null."""
-    width = WIDTH[kind]
-    digits = text.str.len_bytes().eq(width) & text.str.contains(r"^[0-9]+$")
-    value = pl.when(digits).then(text.cast(pl.Int64, strict=False))
-    return pl.when(value % 10 == check_digit_expr(value, kind)).then(value)
+    return text.map_batches(lambda s: parse_code_series(s, kind), return_dtype=pl.Int64)
+
+
+def parse_code_series(codes: pl.Series, kind: CodeColumn) -> pl.Series:
+    """int64 of each well-formed code (right width, digits only, check digit), else null.
+
+    Works on the Arrow bytes with a numba kernel (engine/code_kernels.py): no per-row Python.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from engine.code_kernels import parse_fixed_width
+
+    arrow = pc.cast(codes.rechunk().to_arrow(), pa.large_string())
+    if isinstance(arrow, pa.ChunkedArray):
+        arrow = arrow.combine_chunks()
+    n = len(arrow)
+    if n == 0:
+        return pl.Series(codes.name, [], dtype=pl.Int64)
+    _, offsets_buf, data_buf = arrow.buffers()
+    offsets = np.frombuffer(offsets_buf, dtype=np.int64)[arrow.offset : arrow.offset + n + 1]
+    data = np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None else np.zeros(1, np.uint8)
+    weights = np.array(CHECK_WEIGHTS[kind], dtype=np.int64)
+    values, ok = parse_fixed_width(data, offsets, WIDTH[kind], weights)
+    if arrow.null_count:
+        ok &= pc.is_valid(arrow).to_numpy(zero_copy_only=False)
+    return pl.select(
+        pl.when(pl.lit(pl.Series(ok))).then(pl.lit(pl.Series(codes.name, values)))
+    ).to_series().alias(codes.name)
+
+
+CHECK_WEIGHTS = {"my_number": MY_NUMBER_WEIGHTS, "resident_code": RESIDENT_CODE_WEIGHTS}
 
 
 def known_batch(store: Store, known_at: dt.datetime | None) -> int | None:

@@ -10,6 +10,7 @@ parameters, rows, SHA-256 of the file) comes last the same way. Same rows, same 
 from __future__ import annotations
 
 import codecs
+import contextvars
 import hashlib
 import io
 import json
@@ -85,25 +86,29 @@ def _csv_text(frame: pl.DataFrame) -> str:
     return flat.write_csv()
 
 
-class _Replacements:
-    """A codec error handler that writes 〓 and counts the characters it replaced."""
+_replaced: contextvars.ContextVar[list[int]] = contextvars.ContextVar("juki_replaced")
 
-    def __init__(self) -> None:
-        self.count = 0
 
-    def __call__(self, error: UnicodeError) -> tuple[str, int]:
-        assert isinstance(error, UnicodeEncodeError)
-        self.count += error.end - error.start
-        return GETA * (error.end - error.start), error.end
+def _geta(error: UnicodeError) -> tuple[str, int]:
+    """Codec error handler: 〓 for each character CP932 lacks, counted for the manifest."""
+    assert isinstance(error, UnicodeEncodeError)
+    n = error.end - error.start
+    _replaced.get()[0] += n
+    return GETA * n, error.end
+
+
+codecs.register_error("juki-geta", _geta)
 
 
 def encode_cp932(text: str) -> tuple[bytes, int]:
     """CP932 bytes of the text after the variant mapping, and how many characters became 〓."""
-    counter = _Replacements()
-    name = f"juki-geta-{id(counter)}"
-    codecs.register_error(name, counter)
-    data = text.translate(CP932_VARIANTS).encode("cp932", errors=name)
-    return data, counter.count
+    counter = [0]
+    token = _replaced.set(counter)
+    try:
+        data = text.translate(CP932_VARIANTS).encode("cp932", errors="juki-geta")
+    finally:
+        _replaced.reset(token)
+    return data, counter[0]
 
 
 def render(frame: pl.DataFrame, options: OutputOptions) -> tuple[bytes, int]:
@@ -118,7 +123,7 @@ def render(frame: pl.DataFrame, options: OutputOptions) -> tuple[bytes, int]:
     return sink.getvalue(), 0
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
+def write_atomically(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
@@ -143,7 +148,7 @@ def write_output(
     """Write the result, then its manifest (`manifest` + rows, SHA-256, format, encoding)."""
     data, replaced = render(frame, options)
     digest = hashlib.sha256(data).hexdigest()
-    _write_atomically(options.path, data)
+    write_atomically(options.path, data)
     body = {
         **manifest,
         "file": options.path.name,
@@ -154,5 +159,5 @@ def write_output(
         "replaced_characters": replaced,
     }
     text = json.dumps(body, ensure_ascii=False, indent=2, default=str) + "\n"
-    _write_atomically(options.manifest_path, text.encode("utf-8"))
+    write_atomically(options.manifest_path, text.encode("utf-8"))
     return Written(options.path, frame.height, digest, replaced)

@@ -1,12 +1,15 @@
 """Check digits of whole code columns (SPEC §2) in one parallel pass over int64 buffers.
 
 The rules themselves live in `engine.codes` (one replaceable function per kind); this kernel is
-their hot-path form for `juki check`, which checks every code of the whole history. Nulls are
-`NULL` (skipped); codes that are not a string of the code's width in digits are `MALFORMED`
-(always bad).
+their hot-path form for `juki check`, which checks every code of the whole history. It reads the
+body two digits at a time from a table of weighted digit pairs (`pair_weights`), built from the
+same weights. Nulls are `NULL` (skipped); a code that is not a string of the code's width in
+digits is `MALFORMED` (always bad).
 """
 
 from __future__ import annotations
+
+import functools
 
 import numpy as np
 from numba import njit, prange
@@ -21,41 +24,72 @@ from engine.codes import (
 
 NULL = -1
 MALFORMED = -2
-_WEIGHTS: dict[str, np.ndarray] = {
-    "resident_code": np.array(RESIDENT_CODE_WEIGHTS, np.int64),
-    "my_number": np.array(MY_NUMBER_WEIGHTS, np.int64),
-    "municipality_code": np.array(MUNICIPALITY_WEIGHTS, np.int64),
+_WEIGHTS = {
+    "resident_code": RESIDENT_CODE_WEIGHTS,
+    "my_number": MY_NUMBER_WEIGHTS,
+    "municipality_code": MUNICIPALITY_WEIGHTS,
 }
 
 
+@functools.cache
+def pair_weights(kind: CodeKind) -> np.ndarray:
+    """table[j, p]: weighted sum of the digit pair p at pair j of the body, counted from the right."""
+    right_first = list(reversed(_WEIGHTS[kind]))
+    pairs = (len(right_first) + 1) // 2
+    table = np.zeros((pairs, 100), np.uint64)
+    for j in range(pairs):
+        for p in range(100):
+            low, high = p % 10, p // 10
+            total = right_first[2 * j] * low
+            if 2 * j + 1 < len(right_first):
+                total += right_first[2 * j + 1] * high
+            table[j, p] = total
+    return table
+
+
+@njit(inline="always")
+def _weighted_body(code, table):  # type: ignore[no-untyped-def]
+    """(Σ wi·di over the body, last digit) of a code; literal divisors compile to multiplies."""
+    body = code // np.uint64(10)
+    last = code - body * np.uint64(10)
+    total = np.uint64(0)
+    for j in range(table.shape[0]):
+        q = body // np.uint64(100)
+        total += table[j, body - q * np.uint64(100)]
+        body = q
+    return total, last
+
+
 @njit(cache=True, nogil=True, parallel=True)
-def _bad(codes, weights, municipality):  # type: ignore[no-untyped-def]
-    n = codes.shape[0]
-    m = weights.shape[0]
-    out = np.empty(n, np.bool_)
-    for i in prange(n):
-        code = codes[i]
-        if code < 0:
-            out[i] = code != NULL
-            continue
-        body = code // 10
-        total = 0
-        for j in range(m - 1, -1, -1):  # integer digit extraction, least significant first
-            total += (body % 10) * weights[j]
-            body //= 10
-        if municipality:
-            expected = (11 - total % 11) % 10  # SPEC §2.3
-        else:
-            r = total % 11  # SPEC §2.1, §2.2: modulus 11
-            expected = 0 if r <= 1 else 11 - r
-        out[i] = code % 10 != expected
+def _bad_mod11(codes, table):  # type: ignore[no-untyped-def]
+    """SPEC §2.1, §2.2: r = Σ wi·di mod 11; check digit 0 if r <= 1 else 11 - r."""
+    out = np.empty(codes.shape[0], np.bool_)
+    for i in prange(codes.shape[0]):
+        c = codes[i]
+        total, last = _weighted_body(np.uint64(c), table)
+        r = total % np.uint64(11)
+        expected = np.uint64(0) if r <= np.uint64(1) else np.uint64(11) - r
+        out[i] = ((last != expected) & (c >= 0)) | (c == MALFORMED)  # branch-free
+    return out
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _bad_municipality(codes, table):  # type: ignore[no-untyped-def]
+    """SPEC §2.3: D = (11 - S mod 11) mod 10."""
+    out = np.empty(codes.shape[0], np.bool_)
+    for i in prange(codes.shape[0]):
+        c = codes[i]
+        total, last = _weighted_body(np.uint64(c), table)
+        expected = (np.uint64(11) - total % np.uint64(11)) % np.uint64(10)
+        out[i] = ((last != expected) & (c >= 0)) | (c == MALFORMED)
     return out
 
 
 def bad_check_digits(codes: np.ndarray, kind: CodeKind) -> np.ndarray:
     """Mask of codes whose check digit is wrong or that are MALFORMED (NULL is never bad)."""
     codes = np.ascontiguousarray(codes, dtype=np.int64)
-    return _bad(codes, _WEIGHTS[kind], kind == "municipality_code")
+    kernel = _bad_municipality if kind == "municipality_code" else _bad_mod11
+    return kernel(codes, pair_weights(kind))
 
 
 def bad_check_digits_reference(codes: np.ndarray, kind: CodeKind) -> np.ndarray:

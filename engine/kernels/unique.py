@@ -3,9 +3,10 @@
 Codes are non-negative and below 10**12, so their top bits are all zero: partitioning on the
 code's own high bits would fill a fraction of the buckets. Rows are partitioned on a
 multiplicative hash, `(code * 0x9E3779B97F4A7C15) >> (64 - b)` (DESIGN.md, "Uniqueness"), into
-buckets of about `BUCKET_ROWS` rows, so each bucket's open-addressing table stays in L2; then the
-buckets are worked on in parallel (`prange` over workers, each with its own scratch table).
-Every function returns the offending codes themselves (sorted, distinct), not only their number.
+buckets of about `BUCKET_ROWS` rows, few enough for the scatter to stay TLB-friendly, and each
+bucket's open-addressing table (indexed by the next hash bits) stays in cache; the buckets are
+worked on in parallel (`prange` over workers, each with its own scratch table). Every function
+returns the offending codes themselves (sorted, distinct), not only how many there are.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ import numpy as np
 from numba import get_num_threads, njit, prange
 
 GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-BUCKET_ROWS = 1 << 14  # rows per bucket: a table of 2**15 slots × (8 + 8 + 1) bytes ≈ 560 KiB
-EMPTY = -1  # free slot (codes are >= 0)
+BUCKET_ROWS = 1 << 17  # ~1 k buckets for 100 M rows; a bucket's table is 2-4 MiB at most
+EMPTY = -1  # a free slot (codes are >= 0)
+TOLD = np.int64(1) << np.int64(62)  # flag bit on a slot whose duplicate was reported
 
 
 def bucket_bits(n: int) -> int:
@@ -24,8 +26,23 @@ def bucket_bits(n: int) -> int:
 
 
 @njit(inline="always")
-def _hash(code: np.int64) -> np.uint64:
-    return np.uint64(code) * GOLDEN
+def _bucket(code, shift):  # type: ignore[no-untyped-def]
+    return np.int64((np.uint64(code) * GOLDEN) >> np.uint64(shift))
+
+
+@njit(inline="always")
+def _slot(code, bits, tbits):  # type: ignore[no-untyped-def]
+    """Table slot from the tbits of the hash right below the bucket bits."""
+    h = (np.uint64(code) * GOLDEN) << np.uint64(bits)
+    return np.int64(h >> np.uint64(64 - tbits))
+
+
+@njit(inline="always")
+def _table_bits(rows):  # type: ignore[no-untyped-def]
+    bits = 4
+    while (1 << bits) < 2 * rows:
+        bits += 1
+    return bits
 
 
 @njit(cache=True, nogil=True, parallel=True)
@@ -33,14 +50,21 @@ def _partition(codes, owners, bits, chunks):  # type: ignore[no-untyped-def]
     """Scatter codes (and owners, when given) into hash buckets; returns them and bucket starts."""
     n = codes.shape[0]
     nb = 1 << bits
-    shift = np.uint64(64 - bits)
+    shift = 64 - bits
     with_owners = owners.shape[0] > 0
     counts = np.zeros((chunks, nb), np.int64)
+    out_of_range = np.zeros(chunks, np.int64)
     for c in prange(chunks):
-        lo, hi = c * n // chunks, (c + 1) * n // chunks
-        for i in range(lo, hi):
-            b = 0 if bits == 0 else np.int64(_hash(codes[i]) >> shift)
-            counts[c, b] += 1
+        local = np.zeros(nb, np.int64)  # per chunk: no false sharing between threads
+        bad = 0
+        for i in range(c * n // chunks, (c + 1) * n // chunks):
+            code = codes[i]
+            bad += code < 0 or code >= TOLD
+            local[_bucket(code, shift) if bits > 0 else 0] += 1
+        counts[c] = local
+        out_of_range[c] = bad
+    if out_of_range.sum() > 0:
+        raise ValueError("codes must be in [0, 2**62): drop nulls before calling")
     offsets = np.empty((chunks, nb), np.int64)
     starts = np.empty(nb + 1, np.int64)
     total = 0
@@ -52,11 +76,16 @@ def _partition(codes, owners, bits, chunks):  # type: ignore[no-untyped-def]
     starts[nb] = total
     out_codes = np.empty(n, np.int64)
     out_owners = np.empty(n if with_owners else 0, np.int64)
+    for c in prange(chunks):  # first touch in parallel, sequentially: page faults stay cheap
+        for i in range(c * n // chunks, (c + 1) * n // chunks):
+            out_codes[i] = 0
+        if with_owners:
+            for i in range(c * n // chunks, (c + 1) * n // chunks):
+                out_owners[i] = 0
     for c in prange(chunks):
-        lo, hi = c * n // chunks, (c + 1) * n // chunks
         pos = offsets[c].copy()
-        for i in range(lo, hi):
-            b = 0 if bits == 0 else np.int64(_hash(codes[i]) >> shift)
+        for i in range(c * n // chunks, (c + 1) * n // chunks):
+            b = _bucket(codes[i], shift) if bits > 0 else 0
             out_codes[pos[b]] = codes[i]
             if with_owners:
                 out_owners[pos[b]] = owners[i]
@@ -64,53 +93,72 @@ def _partition(codes, owners, bits, chunks):  # type: ignore[no-untyped-def]
     return out_codes, out_owners, starts
 
 
-@njit(inline="always")
-def _table_size(rows: np.int64) -> np.int64:
-    size = 16
-    while size < 2 * rows:
-        size *= 2
-    return size
-
-
 @njit(cache=True, nogil=True, parallel=True)
-def _several_owners(codes, owners, starts, bits, workers):  # type: ignore[no-untyped-def]
-    """Per bucket, codes seen with two different owners (row positions when owners is empty)."""
+def _duplicates(codes, starts, bits, workers):  # type: ignore[no-untyped-def]
+    """Per bucket, codes seen more than once (each reported once, flagged with TOLD)."""
     nb = starts.shape[0] - 1
-    with_owners = owners.shape[0] > 0
     found = np.empty(codes.shape[0], np.int64)
     found_n = np.zeros(nb, np.int64)
     largest = 0
     for b in range(nb):
         largest = max(largest, starts[b + 1] - starts[b])
-    cap = _table_size(largest)
-    up = np.uint64(bits)
     for w in prange(workers):
-        keys = np.empty(cap, np.int64)
-        first = np.empty(cap, np.int64)
-        told = np.empty(cap, np.bool_)
+        keys = np.empty(1 << _table_bits(largest), np.int64)
         for b in range(w, nb, workers):
             lo, hi = starts[b], starts[b + 1]
-            size = _table_size(hi - lo)
-            mask = np.uint64(size - 1)
-            keys[:size] = EMPTY
+            tbits = _table_bits(hi - lo)
+            mask = (1 << tbits) - 1
+            keys[: 1 << tbits] = EMPTY
             k = 0
             for i in range(lo, hi):
                 code = codes[i]
-                owner = owners[i] if with_owners else i
-                s = np.int64(((_hash(code) << up) >> np.uint64(40)) & mask)
-                while True:
-                    if keys[s] == EMPTY:
-                        keys[s] = code
-                        first[s] = owner
-                        told[s] = False
-                        break
-                    if keys[s] == code:
-                        if not told[s] and first[s] != owner:
-                            told[s] = True
-                            found[lo + k] = code
-                            k += 1
-                        break
-                    s = np.int64((np.uint64(s) + np.uint64(1)) & mask)
+                s = _slot(code, bits, tbits)
+                key = keys[s]
+                while key != EMPTY and (key & ~TOLD) != code:
+                    s = (s + 1) & mask
+                    key = keys[s]
+                if key == EMPTY:
+                    keys[s] = code
+                elif key == code:  # second sighting: report it once
+                    keys[s] = code | TOLD
+                    found[lo + k] = code
+                    k += 1
+            found_n[b] = k
+    return found, found_n
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _several_owners(codes, owners, starts, bits, workers):  # type: ignore[no-untyped-def]
+    """Per bucket, codes seen with two different owners (each reported once)."""
+    nb = starts.shape[0] - 1
+    found = np.empty(codes.shape[0], np.int64)
+    found_n = np.zeros(nb, np.int64)
+    largest = 0
+    for b in range(nb):
+        largest = max(largest, starts[b + 1] - starts[b])
+    for w in prange(workers):
+        keys = np.empty(1 << _table_bits(largest), np.int64)
+        first = np.empty(1 << _table_bits(largest), np.int64)
+        for b in range(w, nb, workers):
+            lo, hi = starts[b], starts[b + 1]
+            tbits = _table_bits(hi - lo)
+            mask = (1 << tbits) - 1
+            keys[: 1 << tbits] = EMPTY
+            k = 0
+            for i in range(lo, hi):
+                code = codes[i]
+                s = _slot(code, bits, tbits)
+                key = keys[s]
+                while key != EMPTY and (key & ~TOLD) != code:
+                    s = (s + 1) & mask
+                    key = keys[s]
+                if key == EMPTY:
+                    keys[s] = code
+                    first[s] = owners[i]
+                elif key == code and first[s] != owners[i]:
+                    keys[s] = code | TOLD
+                    found[lo + k] = code
+                    k += 1
             found_n[b] = k
     return found, found_n
 
@@ -124,29 +172,27 @@ def _missing(values, vstarts, universe, ustarts, bits, workers):  # type: ignore
     largest = 0
     for b in range(nb):
         largest = max(largest, ustarts[b + 1] - ustarts[b] + vstarts[b + 1] - vstarts[b])
-    cap = _table_size(largest)
-    up = np.uint64(bits)
     for w in prange(workers):
-        keys = np.empty(cap, np.int64)
+        keys = np.empty(1 << _table_bits(largest), np.int64)
         for b in range(w, nb, workers):
-            size = _table_size(ustarts[b + 1] - ustarts[b] + vstarts[b + 1] - vstarts[b])
-            mask = np.uint64(size - 1)
-            keys[:size] = EMPTY
+            tbits = _table_bits(ustarts[b + 1] - ustarts[b] + vstarts[b + 1] - vstarts[b])
+            mask = (1 << tbits) - 1
+            keys[: 1 << tbits] = EMPTY
             for i in range(ustarts[b], ustarts[b + 1]):
                 code = universe[i]
-                s = np.int64(((_hash(code) << up) >> np.uint64(40)) & mask)
+                s = _slot(code, bits, tbits)
                 while keys[s] != EMPTY and keys[s] != code:
-                    s = np.int64((np.uint64(s) + np.uint64(1)) & mask)
+                    s = (s + 1) & mask
                 keys[s] = code
             k = 0
             lo = vstarts[b]
             for i in range(lo, vstarts[b + 1]):
                 code = values[i]
-                s = np.int64(((_hash(code) << up) >> np.uint64(40)) & mask)
-                while keys[s] != EMPTY and keys[s] != code:
-                    s = np.int64((np.uint64(s) + np.uint64(1)) & mask)
+                s = _slot(code, bits, tbits)
+                while keys[s] != EMPTY and (keys[s] & ~TOLD) != code:
+                    s = (s + 1) & mask
                 if keys[s] == EMPTY:  # first sighting of a missing value: report, remember
-                    keys[s] = code
+                    keys[s] = code | TOLD
                     found[lo + k] = code
                     k += 1
             found_n[b] = k
@@ -169,30 +215,29 @@ def _workers() -> int:
 
 
 def _codes(a: np.ndarray) -> np.ndarray:
-    a = np.ascontiguousarray(a, dtype=np.int64)
-    if len(a) and a.min() < 0:
-        raise ValueError("codes must be >= 0 (drop nulls before calling)")
-    return a
-
-
-def shared_codes(codes: np.ndarray, owners: np.ndarray | None = None) -> np.ndarray:
-    """Sorted distinct codes that occur with at least two different owners.
-
-    Without `owners`, every row is its own owner: the codes that occur more than once.
-    """
-    codes = _codes(codes)
-    own = np.zeros(0, np.int64) if owners is None else np.ascontiguousarray(owners, np.int64)
-    if owners is not None and len(own) != len(codes):
-        raise ValueError("codes and owners differ in length")
-    bits = bucket_bits(len(codes))
-    parts, part_owners, starts = _partition(codes, own, bits, 4 * _workers())
-    found, found_n = _several_owners(parts, part_owners, starts, bits, _workers())
-    return np.sort(_gather(found, found_n, starts))
+    """Contiguous int64 (the partition rejects codes outside [0, 2**62): nulls, flags)."""
+    return np.ascontiguousarray(a, dtype=np.int64)
 
 
 def duplicated_codes(codes: np.ndarray) -> np.ndarray:
     """Sorted distinct codes that occur more than once."""
-    return shared_codes(codes)
+    codes = _codes(codes)
+    bits = bucket_bits(len(codes))
+    parts, _, starts = _partition(codes, np.zeros(0, np.int64), bits, _workers())
+    found, found_n = _duplicates(parts, starts, bits, _workers())
+    return np.sort(_gather(found, found_n, starts))
+
+
+def shared_codes(codes: np.ndarray, owners: np.ndarray) -> np.ndarray:
+    """Sorted distinct codes that occur with at least two different owners."""
+    codes = _codes(codes)
+    owners = np.ascontiguousarray(owners, np.int64)
+    if len(owners) != len(codes):
+        raise ValueError("codes and owners differ in length")
+    bits = bucket_bits(len(codes))
+    parts, part_owners, starts = _partition(codes, owners, bits, _workers())
+    found, found_n = _several_owners(parts, part_owners, starts, bits, _workers())
+    return np.sort(_gather(found, found_n, starts))
 
 
 def missing_codes(values: np.ndarray, universe: np.ndarray) -> np.ndarray:
@@ -200,26 +245,79 @@ def missing_codes(values: np.ndarray, universe: np.ndarray) -> np.ndarray:
     values, universe = _codes(values), _codes(universe)
     bits = bucket_bits(len(values) + len(universe))
     empty = np.zeros(0, np.int64)
-    v, _, vstarts = _partition(values, empty, bits, 4 * _workers())
-    u, _, ustarts = _partition(universe, empty, bits, 4 * _workers())
+    v, _, vstarts = _partition(values, empty, bits, _workers())
+    u, _, ustarts = _partition(universe, empty, bits, _workers())
     found, found_n = _missing(v, vstarts, u, ustarts, bits, _workers())
     return np.sort(_gather(found, found_n, vstarts))
 
 
 # -- reference twins (plain NumPy) -------------------------------------------------------------
-def shared_codes_reference(codes: np.ndarray, owners: np.ndarray | None = None) -> np.ndarray:
-    codes = np.asarray(codes, np.int64)
-    if owners is None:
-        values, counts = np.unique(codes, return_counts=True)
-        return values[counts > 1]
-    pairs = np.unique(np.stack([codes, np.asarray(owners, np.int64)], axis=1), axis=0)
+def duplicated_codes_reference(codes: np.ndarray) -> np.ndarray:
+    values, counts = np.unique(np.asarray(codes, np.int64), return_counts=True)
+    return values[counts > 1]
+
+
+def shared_codes_reference(codes: np.ndarray, owners: np.ndarray) -> np.ndarray:
+    pairs = np.unique(np.stack([np.asarray(codes, np.int64), np.asarray(owners, np.int64)],
+                               axis=1), axis=0)  # fmt: skip
     values, counts = np.unique(pairs[:, 0], return_counts=True)
     return values[counts > 1]
 
 
-def duplicated_codes_reference(codes: np.ndarray) -> np.ndarray:
-    return shared_codes_reference(codes)
-
-
 def missing_codes_reference(values: np.ndarray, universe: np.ndarray) -> np.ndarray:
     return np.setdiff1d(np.asarray(values, np.int64), np.asarray(universe, np.int64))
+
+
+# -- membership: new codes against every code ever issued -----------------------------------
+@njit(cache=True, nogil=True, parallel=True)
+def _members(values, positions, vstarts, universe, ustarts, bits, workers):  # type: ignore[no-untyped-def]
+    """Per bucket, a table of the values (small), probed by the universe's same bucket."""
+    nb = vstarts.shape[0] - 1
+    out = np.zeros(values.shape[0], np.bool_)
+    largest = 0
+    for b in range(nb):
+        largest = max(largest, vstarts[b + 1] - vstarts[b])
+    for w in prange(workers):
+        keys = np.empty(1 << _table_bits(largest), np.int64)
+        hit = np.empty(1 << _table_bits(largest), np.bool_)
+        for b in range(w, nb, workers):
+            lo, hi = vstarts[b], vstarts[b + 1]
+            if lo == hi:
+                continue
+            tbits = _table_bits(hi - lo)
+            mask = (1 << tbits) - 1
+            keys[: 1 << tbits] = EMPTY
+            hit[: 1 << tbits] = False
+            for i in range(lo, hi):
+                s = _slot(values[i], bits, tbits)
+                while keys[s] != EMPTY and keys[s] != values[i]:
+                    s = (s + 1) & mask
+                keys[s] = values[i]
+            for i in range(ustarts[b], ustarts[b + 1]):
+                code = universe[i]
+                s = _slot(code, bits, tbits)
+                while keys[s] != EMPTY:
+                    if keys[s] == code:
+                        hit[s] = True
+                        break
+                    s = (s + 1) & mask
+            for i in range(lo, hi):
+                s = _slot(values[i], bits, tbits)
+                while keys[s] != values[i]:
+                    s = (s + 1) & mask
+                out[positions[i]] = hit[s]
+    return out
+
+
+def member_mask(values: np.ndarray, universe: np.ndarray) -> np.ndarray:
+    """Mask over `values`: the value occurs in `universe` (new codes against every code issued)."""
+    values, universe = _codes(values), _codes(universe)
+    bits = bucket_bits(len(universe) + len(values))
+    v, positions, vstarts = _partition(values, np.arange(len(values), dtype=np.int64), bits,
+                                       _workers())  # fmt: skip
+    u, _, ustarts = _partition(universe, np.zeros(0, np.int64), bits, _workers())
+    return _members(v, positions, vstarts, u, ustarts, bits, _workers())
+
+
+def member_mask_reference(values: np.ndarray, universe: np.ndarray) -> np.ndarray:
+    return np.isin(np.asarray(values, np.int64), np.asarray(universe, np.int64))

@@ -1,0 +1,219 @@
+"""`juki extract base-date|region-age|milestone` (SPEC §5): against the Python oracle on drawn
+stories, against plain DuckDB SQL over the journal on a generated store, and `--known-at`
+reproducing an earlier extract byte for byte."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import hypothesis.strategies as st
+import polars as pl
+import pytest
+from agency import NOW, load, requester, run_juki
+from builders import CHIYODA, SAPPORO, Municipality, person, row, write_csv
+from deltalake import DeltaTable
+from hypothesis import given
+from read_oracle import History, age_on
+from read_oracle import extract as oracle_extract
+from stories import NAHA, Story, ingest_at, ingest_story, property_settings, stories
+from synthetic_store import synthetic_store
+
+from engine import extract
+from engine.access import authorize
+from engine.errors import UsageError
+from engine.resolve import known_batch
+from engine.store import Store
+from loaders.services import run_base_date, run_region_age
+
+GRANTS = [("CITY", "benefit"), ("TOKYO", "benefit"), ("CITY", "dv-support")]
+DAYS = st.dates(dt.date(2023, 5, 1), dt.date(2027, 8, 1))
+REGIONS = st.sampled_from([extract.Region(), extract.Region(("13",)), extract.Region((), (NAHA,)),
+                           extract.Region(("01",), (CHIYODA,))])  # fmt: skip
+
+
+@property_settings(10)
+@given(story=stories(), data=st.data())
+def test_extracts_agree_with_the_oracle(story: Story, data: st.DataObject) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        store = Store(Path(tmp) / "store")
+        ingest_story(store, story, Path(tmp) / "files")
+        load(store, Path(tmp))
+        history = History(store)
+        for _ in range(3):
+            agency, affair = data.draw(st.sampled_from(GRANTS))
+            grant = authorize(store, agency=agency, affair=affair, function="extract",
+                              columns=None, parameters={}, now=NOW)  # fmt: skip
+            day, region = data.draw(DAYS), data.draw(REGIONS)
+            at = data.draw(st.sampled_from([None, *story.stamps]))
+            upto = known_batch(store, at)
+            kind = data.draw(st.sampled_from(["base-date", "region-age", "milestone"]))
+            common: dict[str, Any] = {
+                "day": day, "at": at, "columns": list(grant.columns),
+                "prefecture": grant.prefecture, "protected_access": grant.protected_access,
+                "prefectures": region.prefectures, "municipalities": region.municipalities}  # fmt: skip
+            if kind == "base-date":
+                got, provided = extract.base_date(store, grant, date=day, upto_batch=upto,
+                                                  region=region)  # fmt: skip
+                expected = oracle_extract(history, **common)
+            elif kind == "region-age":
+                low = data.draw(st.integers(0, 90))
+                high = low + data.draw(st.integers(0, 40))
+                got, provided = extract.region_age(store, grant, date=day, min_age=low,
+                                                   max_age=high, upto_batch=upto, region=region)  # fmt: skip
+                expected = oracle_extract(history, **common, ages=(low, high))
+            else:
+                first = day.replace(day=1)
+                last = (first + dt.timedelta(days=32)).replace(day=1) - dt.timedelta(days=1)
+                ages = tuple(sorted(set(data.draw(st.lists(st.integers(0, 90), min_size=1,
+                                                           max_size=4)))))  # fmt: skip
+                got, provided = extract.milestone(store, grant, first=first, last=last,
+                                                  ages=list(ages), upto_batch=upto, region=region)  # fmt: skip
+                expected = oracle_extract(history, **common, month=(first, last),
+                                          milestones=ages)  # fmt: skip
+            context = f"{kind} {agency}/{affair} D={day} T={at} {region}\n{story.describe()}"
+            assert got.to_dicts() == expected, context
+            assert provided["resident_code"].to_list() == [r["resident_code"] for r in expected]
+
+
+# -- a generated store, and DuckDB SQL written from SPEC §1 ------------------------------------------
+SQL_REGISTERED = """
+WITH h AS (
+    SELECT * FROM journal
+    WHERE outcome IN ('applied', 'released') AND ($bound IS NULL OR recorded_at <= $bound)
+), cancelled AS (
+    SELECT cancels_municipality_code AS mc, cancels_seq AS seq FROM h WHERE reason = 'X1'
+), effective AS (
+    SELECT h.*, row_number() OVER (PARTITION BY person ORDER BY recorded_at DESC,
+                                   apply_order DESC) AS newest
+    FROM h
+    WHERE reason <> 'X1' AND change_date <= $day
+      AND NOT EXISTS (SELECT 1 FROM cancelled c WHERE c.mc = h.municipality_code
+                      AND c.seq = h.seq)
+)
+SELECT * FROM effective WHERE newest = 1 AND status = 1
+"""
+
+
+def sql_registered(store: Store, day: dt.date, bound: dt.datetime | None = None) -> pl.DataFrame:
+    con = duckdb.connect()
+    con.register("journal", DeltaTable(str(store.table_path("journal"))).to_pyarrow_table())
+    frame = pl.from_arrow(con.sql(SQL_REGISTERED, params={"day": day, "bound": bound}).to_arrow_table())
+    con.close()
+    assert isinstance(frame, pl.DataFrame)
+    return frame
+
+
+@pytest.mark.parametrize("day", ["2024-01-01", "2024-01-31", "2024-02-15", "2024-03-31"])
+def test_base_date_agrees_with_duckdb_sql_on_a_generated_store(day: str, tmp_path: Path) -> None:
+    store = synthetic_store()
+    d = dt.date.fromisoformat(day)
+    out = tmp_path / "base.parquet"
+    summary = run_base_date(store, requester("CITY", "benefit", out), date=d)
+    got = pl.read_parquet(out)
+    expected = sql_registered(store, d)
+    assert sorted(got["resident_code"].to_list()) == sorted(expected["resident_code"].to_list())
+    assert summary.recorded == got.height > 1000
+    joined = got.join(expected, on="resident_code", suffix="_sql")
+    for c in ("surname", "municipality_code", "address", "my_number", "birth_date"):
+        shown = joined.filter(~pl.col("protected"))
+        assert shown[c].to_list() == shown[f"{c}_sql"].to_list(), c
+
+
+def test_region_age_agrees_with_duckdb_sql_on_a_generated_store(tmp_path: Path) -> None:
+    store = synthetic_store()
+    d = dt.date(2024, 2, 20)
+    out = tmp_path / "band.parquet"
+    region = extract.Region(("13", "27"))
+    run_region_age(store, requester("CITY", "benefit", out), date=d, min_age=20,
+                max_age=39, region=region)  # fmt: skip
+    got = pl.read_parquet(out)
+    registered = sql_registered(store, d).filter(pl.col("prefecture_code").is_in(["13", "27"]))
+    band = registered.filter(
+        pl.struct("birth_date").map_elements(lambda s: 20 <= age_on(s["birth_date"], d) <= 39,
+                                             return_dtype=pl.Boolean))  # fmt: skip
+    assert sorted(got["resident_code"].to_list()) == sorted(band["resident_code"].to_list())
+    assert got.height > 50
+    assert got.columns[-2:] == ["protected", "age"]
+
+
+def test_known_at_reproduces_an_earlier_extract_byte_for_byte(tmp_path: Path) -> None:
+    chiyoda, sapporo = Municipality(CHIYODA), Municipality(SAPPORO)
+    store = Store(tmp_path / "store")
+    t1, t2 = dt.datetime(2024, 2, 1, tzinfo=dt.UTC), dt.datetime(2024, 3, 1, tzinfo=dt.UTC)
+    first = [row(chiyoda, "A4", "2024-01-01", person(i)) for i in range(1, 6)]
+    ingest_at(store, write_csv(tmp_path / "a.csv", first), t1)
+    load(store, tmp_path)
+    day = dt.date(2024, 1, 20)
+    early = tmp_path / "early.parquet"
+    run_base_date(store, requester("CITY", "benefit", early), date=day)
+    # later notifications: a late correction back-dated before D, a death, a new person
+    later = [row(chiyoda, "M3", "2024-01-10", person(2, given_name="訂正")),
+             row(chiyoda, "D3", "2024-01-15", person(3)),
+             row(sapporo, "A4", "2024-01-01", person(9, municipality_code=SAPPORO,
+                                                     address="北海道札幌市"))]  # fmt: skip
+    ingest_at(store, write_csv(tmp_path / "b.csv", later), t2)
+    now = tmp_path / "now.parquet"
+    run_base_date(store, requester("CITY", "benefit", now), date=day)
+    again = tmp_path / "again.parquet"
+    run_base_date(store, requester("CITY", "benefit", again), date=day,
+                known_at=t1)  # fmt: skip
+    digest = [hashlib.sha256(p.read_bytes()).hexdigest() for p in (early, now, again)]
+    assert digest[0] == digest[2] != digest[1]
+    assert pl.read_parquet(now).height == 5  # one dead, one new
+
+
+def test_through_the_cli_with_known_at_in_japan_time(tmp_path: Path) -> None:
+    chiyoda = Municipality(CHIYODA)
+    store = Store(tmp_path / "store")
+    ingest_at(store, write_csv(tmp_path / "a.csv", [row(chiyoda, "A4", "2024-01-01", person(1))]),
+              dt.datetime(2024, 2, 1, tzinfo=dt.UTC))  # fmt: skip
+    ingest_at(store, write_csv(tmp_path / "b.csv", [row(chiyoda, "A4", "2024-01-01", person(2))]),
+              dt.datetime(2024, 3, 1, tzinfo=dt.UTC))  # fmt: skip
+    load(store, tmp_path)
+    args = ["extract", "base-date", "--date", "2024-01-02", "--agency", "CITY", "--affair",
+            "benefit", "--store", "store"]  # fmt: skip
+    bounded = run_juki(*args, "--known-at", "2024-02-01T09:00:00", "--out", "a.parquet", cwd=tmp_path)
+    before = run_juki(*args, "--known-at", "2024-02-01T08:59:59", "--out", "b.parquet", cwd=tmp_path)
+    assert bounded.returncode == before.returncode == 0, bounded.stderr + before.stderr
+    assert pl.read_parquet(tmp_path / "a.parquet").height == 1
+    assert pl.read_parquet(tmp_path / "b.parquet").height == 0
+    assert "1 rows (1 provision records)" in bounded.stderr
+
+
+def test_milestones_follow_the_spec_examples(tmp_path: Path) -> None:
+    chiyoda = Municipality(CHIYODA)
+    store = Store(tmp_path / "store")
+    births = ["2006-12-01", "2004-02-29", "2005-02-28", "2005-03-01", "1992-11-15"]
+    rows = [row(chiyoda, "A4", "2020-01-01", person(i, birth_date=b)) for i, b in enumerate(births)]
+    ingest_at(store, write_csv(tmp_path / "a.csv", rows), dt.datetime(2024, 1, 2, tzinfo=dt.UTC))
+    load(store, tmp_path)
+    grant = authorize(store, agency="CITY", affair="benefit", function="extract", columns=None,
+                      parameters={}, now=NOW)  # fmt: skip
+
+    def reached(first: str, last: str) -> set[tuple[str, int, dt.date]]:
+        got, _ = extract.milestone(store, grant, first=dt.date.fromisoformat(first),
+                                   last=dt.date.fromisoformat(last), ages=[20, 21, 34])  # fmt: skip
+        return {(str(r["birth_date"]), r["age"], r["reached_on"]) for r in got.to_dicts()}
+
+    assert reached("2026-11-01", "2026-11-30") == {
+        ("2006-12-01", 20, dt.date(2026, 11, 30)), ("1992-11-15", 34, dt.date(2026, 11, 14))}
+    assert reached("2024-02-01", "2024-02-29") == {("2004-02-29", 20, dt.date(2024, 2, 28))}
+    assert reached("2025-02-01", "2025-02-28") == {
+        ("2004-02-29", 21, dt.date(2025, 2, 28)), ("2005-02-28", 20, dt.date(2025, 2, 27)),
+        ("2005-03-01", 20, dt.date(2025, 2, 28))}  # fmt: skip
+    assert reached("2025-03-01", "2025-03-31") == set()
+
+
+@pytest.mark.parametrize(
+    ("region", "message"),
+    [(extract.Region(("48",)), "--prefecture '48'"),
+     (extract.Region((), ("131017",)), "--municipality '131017'")],
+)  # fmt: skip
+def test_a_bad_region_is_a_usage_error(region: extract.Region, message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        region.check()

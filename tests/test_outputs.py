@@ -1,0 +1,85 @@
+"""Output files and manifests (SPEC §5): Parquet, CSV, CP932 with the variant mapping and 〓,
+SHA-256 of the bytes, written by rename so no partial file is ever visible."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from pathlib import Path
+
+import polars as pl
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from engine.errors import UsageError
+from loaders.outputs import CP932_VARIANTS, OutputOptions, encode_cp932, write_output
+
+FRAME = pl.DataFrame(
+    {
+        "request_row": [1, 2],
+        "surname": ["𠮷田", "髙橋〜"],
+        "reasons": [["M1", "X1"], ["A4"]],
+        "first_change_date": [dt.date(2024, 1, 2), None],
+        "protected": [True, False],
+    }
+)
+
+
+def test_cp932_maps_the_spec_variants_before_encoding() -> None:
+    text = "\u301c\u2016\u2212\u00a2\u00a3\u00ac\u2014"
+    data, replaced = encode_cp932(text)
+    assert replaced == 0
+    assert data.decode("cp932") == "\uff5e\u2225\uff0d\uffe0\uffe1\uffe2\u2015"
+    assert len(CP932_VARIANTS) == 7
+
+
+def test_characters_cp932_lacks_become_geta_and_are_counted() -> None:
+    data, replaced = encode_cp932("𠮷野家の𠮷と〓")
+    assert data.decode("cp932") == "〓野家の〓と〓"
+    assert replaced == 2
+
+
+@settings(max_examples=200, deadline=None, database=None)
+@given(st.text())
+def test_cp932_counts_exactly_the_characters_it_replaced(text: str) -> None:
+    data, replaced = encode_cp932(text)
+    mapped = text.translate(CP932_VARIANTS)
+    lacking = 0
+    for ch in mapped:
+        try:
+            ch.encode("cp932")
+        except UnicodeEncodeError:
+            lacking += 1
+    assert replaced == lacking
+    assert len(data.decode("cp932")) == len(mapped)
+
+
+def test_a_csv_in_cp932_has_its_manifest_with_hash_and_replacements(tmp_path: Path) -> None:
+    out = tmp_path / "deep" / "answer.csv"
+    written = write_output(FRAME, OutputOptions(out, "csv", "cp932"),
+                           {"request_id": "r1", "agency": "JPS", "affair": "a", "parameters": {}})  # fmt: skip
+    data = out.read_bytes()
+    assert data.decode("cp932").splitlines() == [
+        "request_row,surname,reasons,first_change_date,protected",
+        "1,〓田,M1;X1,2024-01-02,true",
+        "2,髙橋～,A4,,false",
+    ]
+    manifest = json.loads((tmp_path / "deep" / "answer.csv.manifest.json").read_text("utf-8"))
+    assert manifest["sha256"] == hashlib.sha256(data).hexdigest() == written.sha256
+    assert (manifest["rows"], manifest["replaced_characters"], manifest["request_id"]) == (2, 1, "r1")
+    assert (manifest["agency"], manifest["affair"], manifest["encoding"]) == ("JPS", "a", "cp932")
+    assert sorted(p.name for p in out.parent.iterdir()) == ["answer.csv", "answer.csv.manifest.json"]
+
+
+def test_the_same_rows_give_the_same_parquet_bytes(tmp_path: Path) -> None:
+    a = write_output(FRAME, OutputOptions(tmp_path / "a.parquet"), {"request_id": "1"})
+    b = write_output(FRAME, OutputOptions(tmp_path / "b.parquet"), {"request_id": "2"})
+    assert a.sha256 == b.sha256
+    assert pl.read_parquet(tmp_path / "a.parquet").equals(FRAME)
+
+
+def test_cp932_is_a_csv_encoding_only(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="--encoding cp932: only for --format csv"):
+        OutputOptions(tmp_path / "x.parquet", "parquet", "cp932").check()

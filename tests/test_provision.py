@@ -1,0 +1,159 @@
+"""Provision records and the self-check (SPEC §6): every provided row recorded before the output
+exists, found again by My Number over every resident code the person held, newest first."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import threading
+from pathlib import Path
+
+import polars as pl
+import pytest
+from agency import NOW, load, requester, run_juki, write_request
+from builders import CHIYODA, Municipality, my_number, person, resident_code, row, write_csv
+from deltalake import DeltaTable
+from stories import ingest_at
+
+from engine.access import authorize
+from engine.provision import FIELDS, audit_self, bucket_of, record_provisions
+from engine.store import Store
+from loaders import provide
+from loaders.services import run_lookup
+
+HOUR = dt.timedelta(hours=1)
+
+
+@pytest.fixture()
+def renamed(tmp_path: Path) -> Store:
+    """Person 1 changes resident code (M5) in March; person 2 is someone else."""
+    chiyoda = Municipality(CHIYODA)
+    store = Store(tmp_path / "store")
+    first = [row(chiyoda, "A4", "2024-01-01", person(1)), row(chiyoda, "A4", "2024-01-01", person(2))]
+    ingest_at(store, write_csv(tmp_path / "a.csv", first), dt.datetime(2024, 1, 2, tzinfo=dt.UTC))
+    m5 = [row(chiyoda, "M5", "2024-03-01", person(1, resident_code=resident_code(10)),
+              previous_resident_code=resident_code(1))]  # fmt: skip
+    ingest_at(store, write_csv(tmp_path / "b.csv", m5), dt.datetime(2024, 3, 2, tzinfo=dt.UTC))
+    load(store, tmp_path)
+    write_request(tmp_path / "req.csv", "my_number", [my_number(1), my_number(2)])
+    return store
+
+
+def lookups(store: Store, tmp_path: Path, days: list[dt.date]) -> list[str]:
+    """One lookup per day, an hour apart; returns the request ids."""
+    ids = []
+    for i, day in enumerate(days):
+        who = requester("JPS", "pension-change", tmp_path / f"out{i}.parquet", now=NOW + i * HOUR)
+        ids.append(run_lookup(store, tmp_path / "req.csv", who, as_of=day).request_id)
+    return ids
+
+
+def test_self_check_lists_the_records_of_every_code_held_newest_first(
+    renamed: Store, tmp_path: Path
+) -> None:
+    ids = lookups(renamed, tmp_path, [dt.date(2024, 2, 1), dt.date(2024, 4, 1)])
+    page = audit_self(renamed, my_number(1))
+    assert [(r["request_id"], r["resident_code"]) for r in page.records] == [
+        (ids[1], resident_code(10)), (ids[0], resident_code(1))]  # fmt: skip
+    assert list(page.records[0]) == FIELDS
+    assert page.records[0]["provided_at"] == NOW + HOUR
+    assert page.records[0]["columns"].split(",")[-1] == "protected"
+    assert [r["request_id"] for r in audit_self(renamed, my_number(2)).records] == ids[::-1]
+
+
+def test_self_check_pages_and_bounds(renamed: Store, tmp_path: Path) -> None:
+    ids = lookups(renamed, tmp_path, [dt.date(2024, 4, 1)] * 5)
+    assert [r["request_id"] for r in audit_self(renamed, my_number(1), limit=2).records] == [
+        ids[4], ids[3]]  # fmt: skip
+    assert [r["request_id"] for r in audit_self(renamed, my_number(1), limit=2, offset=4).records] == [
+        ids[0]]  # fmt: skip
+    bounded = audit_self(renamed, my_number(1), since=NOW + HOUR, until=NOW + 3 * HOUR)
+    assert [r["request_id"] for r in bounded.records] == [ids[3], ids[2], ids[1]]
+
+
+def test_audit_self_through_the_cli_prints_a_json_array(renamed: Store, tmp_path: Path) -> None:
+    ids = lookups(renamed, tmp_path, [dt.date(2024, 4, 1)])
+    result = run_juki("audit", "self", "--my-number", my_number(1), "--json", "--store", "store",
+                      cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    body = json.loads(result.stdout)
+    assert body == [{"resident_code": resident_code(10), "provided_at": "2026-06-01T12:00:00+09:00",
+                     "agency": "JPS", "affair": "pension-change", "function": "lookup",
+                     "columns": ["resident_code", "my_number", "surname", "given_name",
+                                 "surname_kana", "given_name_kana", "birth_date", "sex",
+                                 "municipality_code", "address", "status", "protected"],
+                     "request_id": ids[0]}]  # fmt: skip
+    bad = run_juki("audit", "self", "--my-number", my_number(1)[:-1] + "0", "--store", "store",
+                   cwd=tmp_path)  # fmt: skip
+    assert bad.returncode == 2
+    assert bad.stderr.strip().startswith(f"--my-number '{my_number(1)[:-1]}0': not a valid My Number")
+    unknown = run_juki("audit", "self", "--my-number", my_number(77), "--json", "--store", "store",
+                       cwd=tmp_path)  # fmt: skip
+    assert (unknown.returncode, unknown.stdout.strip()) == (0, "[]")
+
+
+def test_records_are_committed_before_the_output_so_a_crash_over_records(
+    renamed: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def crash(*args: object, **kwargs: object) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(provide, "write_output", crash)
+    out = tmp_path / "never.parquet"
+    with pytest.raises(OSError):
+        run_lookup(renamed, tmp_path / "req.csv", requester("JPS", "pension-change", out),
+                   as_of=dt.date(2024, 4, 1))  # fmt: skip
+    assert not out.exists()
+    assert len(audit_self(renamed, my_number(1)).records) == 1
+
+
+def test_one_persons_records_are_read_from_one_bucket(renamed: Store, tmp_path: Path) -> None:
+    lookups(renamed, tmp_path, [dt.date(2024, 4, 1)] * 3)
+    table = DeltaTable(str(renamed.table_path("provisions")))
+    code = resident_code(10)
+    files = table.file_uris(file_pruning_predicate=f"bucket = {bucket_of(code)} AND "
+                            f"resident_code = '{code}'")  # fmt: skip
+    assert len(files) == 3 and len(table.file_uris()) == 6
+    assert all(f"bucket={bucket_of(code)}/year=2026" in f for f in files)
+
+
+def test_provision_records_are_blind_appends_beside_ingest(renamed: Store, tmp_path: Path) -> None:
+    grant = authorize(renamed, agency="JPS", affair="pension-change", function="lookup",
+                      columns=None, parameters={}, now=NOW)  # fmt: skip
+    rows = pl.DataFrame({"resident_code": [resident_code(2)] * 10, "columns": ["surname"] * 10})
+    chiyoda = Municipality(CHIYODA)
+    chiyoda.seq = 3
+    more = write_csv(tmp_path / "c.csv", [row(chiyoda, "A4", "2024-05-01", person(3))])
+    errors: list[BaseException] = []
+
+    def append() -> None:
+        try:
+            for _ in range(3):
+                record_provisions(renamed, rows, grant, provided_at=NOW)
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=append) for _ in range(3)]
+    threads.append(threading.Thread(
+        target=lambda: ingest_at(renamed, more, dt.datetime(2024, 5, 2, tzinfo=dt.UTC))))  # fmt: skip
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert len(audit_self(renamed, my_number(2), limit=1000).records) == 90
+    assert pl.read_delta(str(renamed.table_path("journal"))).filter(
+        pl.col("outcome") == "applied").height == 4
+
+
+def test_compaction_keeps_every_record_and_leaves_one_file_per_bucket_year(
+    renamed: Store, tmp_path: Path
+) -> None:
+    lookups(renamed, tmp_path, [dt.date(2024, 4, 1)] * 3)
+    before = audit_self(renamed, my_number(1), limit=100).records
+    result = run_juki("audit", "compact", "--store", "store", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    table = DeltaTable(str(renamed.table_path("provisions")))
+    assert len(table.file_uris()) == 2  # two persons, two buckets
+    assert audit_self(renamed, my_number(1), limit=100).records == before
+    assert table.to_pyarrow_table().num_rows == 6
