@@ -3,6 +3,9 @@
     python -m benchmarks.check_scale --persons 10_000_000
     python -m benchmarks.check_scale --persons 125_000_000 --issued 250_000_000 --skip-baselines
 
+The baselines at 125 M need more memory than juki (Polars' and DuckDB's hash tables: ~16 GiB
+between them measured here); run them at 10–50 M on a shared 24 GiB machine.
+
 Simulates the population's code columns directly as int64 arrays (`benchmarks.w5`), then times
 uniqueness of both code columns (which codes are duplicated) plus the check digits of all three
 codes in juki's kernels, beside the same checks written directly in Polars and in DuckDB SQL in
@@ -35,8 +38,16 @@ def _count(text: str) -> int:
     return int(text.replace("_", ""))
 
 
+class _Rows(list[tuple[str, str]]):
+    """Figures, printed as they are measured (a national run takes minutes)."""
+
+    def append(self, row: tuple[str, str]) -> None:
+        super().append(row)
+        print(f"  {row[0]:<58}  {row[1]}", flush=True)
+
+
 def w5(persons: int, *, baselines: bool, seed: int) -> list[tuple[str, str]]:
-    rows: list[tuple[str, str]] = []
+    rows = _Rows()
     t = time.perf_counter()
     codes = synthetic_codes(persons, seed=seed)
     rows.append(("synthetic columns (3 × int64)", f"{time.perf_counter() - t:.1f} s"))
@@ -99,16 +110,16 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("/tmp/juki-check-scale"))
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
-    rows = w5(args.persons, baselines=not args.skip_baselines, seed=args.seed)
+    print(f"juki W5 scale run: {args.persons:,} persons", flush=True)
+    w5(args.persons, baselines=not args.skip_baselines, seed=args.seed)
     gc.collect()
-    rows += issuance(args.issued or 2 * args.persons, args.issue, seed=args.seed)
+    rows = _Rows()
+    for row in issuance(args.issued or 2 * args.persons, args.issue, seed=args.seed):
+        rows.append(row)
     if args.store_residents:
-        rows += whole_check(args.store_residents, args.out, seed=args.seed)
+        for row in whole_check(args.store_residents, args.out, seed=args.seed):
+            rows.append(row)
     rows.append(("peak RSS", f"{_rss_gib():.1f} GiB"))
-    width = max(len(k) for k, _ in rows)
-    print(f"juki W5 scale run: {args.persons:,} persons")
-    for k, v in rows:
-        print(f"  {k:<{width}}  {v}")
 
 
 if __name__ == "__main__":

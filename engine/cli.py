@@ -243,7 +243,7 @@ def store_rebuild(store: StoreOpt = DEFAULT_STORE) -> int:
     s.require()
     with s.writer("juki store rebuild"):
         version = rebuild(s)
-    _line(f"rebuilt derived tables at journal version {version} ({store})")
+    _line(f"rebuilt derived tables at journal batch {version} ({store})")
     return 0
 
 
@@ -259,7 +259,7 @@ def store_compact(store: StoreOpt = DEFAULT_STORE) -> int:
     s.require()
     with s.writer("juki store compact"):
         version = compact(s)
-    _line(f"compacted current at journal version {version} ({store})")
+    _line(f"compacted current and the journal at journal batch {version} ({store})")
     return 0
 
 
