@@ -241,30 +241,36 @@ def compact(store: Store) -> int:
     """Merge the current delta into a new base; the delta starts empty again.
 
     Streams record batches: the base less the persons in the delta, then the delta's newest
-    rows sorted by person, so memory stays bounded by the delta. A crash between the two
-    commits leaves the delta applied twice, which reads the same.
+    row per person (each input batch sorted by person), so memory holds only the delta's keys.
+    A crash between the two commits leaves the delta applied twice, which reads the same.
     """
     import pyarrow as pa
     from deltalake import CommitProperties, Transaction, write_deltalake
 
     head = catch_up(store)
     version = store.reflected_batch("current_delta")
-    newest = (
-        pl.scan_delta(str(store.table_path("current_delta")))
+    delta_path = str(store.table_path("current_delta"))
+    # The newest delta row of each person, by key only: the delta can hold the whole population
+    # (after an initial load), so its rows are streamed, never collected.
+    keys = (
+        pl.scan_delta(delta_path)
+        .select("person", *ORDER)
         .sort(ORDER)
         .unique(subset="person", keep="last")
         .collect()
     )
-    changed = newest["person"].implode()
-    live = newest.filter(pl.col("version").is_not_null()).sort("person")
-
+    changed = keys["person"].implode()
     base = store.delta("current_base").to_pyarrow_dataset()  # opened outside delta-rs' writer
+    delta = store.delta("current_delta").to_pyarrow_dataset()
 
     def batches() -> Iterator[pa.RecordBatch]:
         for batch in base.to_batches(batch_size=1 << 20):
             kept = pl.from_arrow(batch).filter(~pl.col("person").is_in(changed))  # type: ignore[union-attr]
             yield from kept.to_arrow().cast(CURRENT_SCHEMA).to_batches()
-        yield from live.select(CURRENT_SCHEMA.names).to_arrow().cast(CURRENT_SCHEMA).to_batches()
+        for batch in delta.to_batches(batch_size=1 << 20):
+            rows = pl.from_arrow(batch).join(keys, on=["person", *ORDER], how="semi")  # type: ignore[union-attr]
+            live = rows.filter(pl.col("version").is_not_null()).sort("person")
+            yield from live.select(CURRENT_SCHEMA.names).to_arrow().cast(CURRENT_SCHEMA).to_batches()
 
     write_deltalake(
         str(store.table_path("current_base")),
@@ -274,5 +280,6 @@ def compact(store: Store) -> int:
             app_transactions=[Transaction(app_id=APP_ID, version=version)]
         ),
     )
-    _commit(store, "current_delta", newest.clear(), version, "overwrite")
+    empty = pl.from_arrow(CURRENT_SCHEMA.empty_table())
+    _commit(store, "current_delta", empty, version, "overwrite")  # type: ignore[arg-type]
     return head

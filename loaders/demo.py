@@ -54,6 +54,6 @@ def run_demo(
         "versions in the history": int(versions.collect().item()),
         "codes issued": info["codes"]["rows"],
         "held rows": info["held"]["rows"],
-        "journal version": info["journal"]["version"],
+        "journal batches (one per file)": info["journal"]["reflects"],
         "store size (MiB)": round(sum(r["bytes"] for r in info.values()) / 2**20, 1),
     }
