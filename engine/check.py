@@ -125,48 +125,48 @@ def run_check(
     history = check_history.applied_history(str(store.table_path("journal")),
                                             version=snapshot.version)  # fmt: skip
     passes = max(1, math.ceil(snapshot.rows / rows_per_pass))
-    steps = 5
-    found: list[pl.DataFrame] = []
-
-    def step(i: int) -> None:
-        if progress:
-            progress(i, steps)
-
+    found = pl.DataFrame(schema=check_history.FOUND_SCHEMA)
     result = None
     if wanted - {"derived-behind"}:  # every other rule reads the walk (at least the codes)
+        if progress:
+            progress(0, 2)
         result = check_history.walk(history, persons=head.next_person, today=today,
                                     rules=wanted, passes=passes)  # fmt: skip
-        found.append(result.found)
-    step(1)
-    if result is not None and wanted & set(check_history.RECORD_RULES):
+        if progress:
+            progress(1, 2)
+        found = _findings(store, history, result, wanted, passes)
+    violations = _fold(found, history, result)
+    if "derived-behind" in wanted:
+        violations = pl.concat([violations, _derived_behind(store, last_batch)])
+    if progress:
+        progress(2, 2)
+    return CheckReport(violations=_in_spec_order(violations), rules=chosen,
+                       journal_batch=last_batch, seconds=time.perf_counter() - started)  # fmt: skip
+
+
+def _findings(store: Store, history: pl.LazyFrame, result: check_history.WalkResult,
+              wanted: set[str], passes: int) -> pl.DataFrame:  # fmt: skip
+    """Every rule's findings (rule, person, version, message), the walk's first."""
+    found = [result.found]
+    if wanted & set(check_history.RECORD_RULES):
         found.append(check_history.record_findings(history, result.skipped, wanted))
-    step(2)
-    if result is not None and "code-duplicate-current" in wanted:
+    if "code-duplicate-current" in wanted:
         found.append(check_codes.duplicate_current_findings(
             {"resident_code": result.current_rc, "my_number": result.current_mn},
             result.current_version,
         ))  # fmt: skip
-    if result is not None:  # national-size arrays no rule reads any more
-        result.current_rc = result.current_mn = result.current_version = np.zeros(0, np.int64)
-    if result is not None and wanted & {"code-shared", "code-not-issued"}:
+    # National-size arrays no rule reads any more: free them before the registry is read.
+    result.current_rc = result.current_mn = result.current_version = np.zeros(0, np.int64)
+    if wanted & {"code-shared", "code-not-issued"}:
         registry = pl.concat([
             pl.scan_delta(str(store.table_path("codes"))).select("kind", "code", "person"),
             _pending_codes(history, after=store.reflected_batch("codes")),
         ])  # fmt: skip
         found.append(check_codes.registry_findings(history, result.held_codes, registry, wanted,
                                                    passes=passes))  # fmt: skip
-    step(3)
-    if result is not None and "check-digit" in wanted:
+    if "check-digit" in wanted:
         found.append(check_codes.check_digit_findings(history, result.bad_codes))
-    step(4)
-    violations = _fold(pl.concat(found) if found else pl.DataFrame(schema=check_history.FOUND_SCHEMA),
-                       history, result)  # fmt: skip
-    if "derived-behind" in wanted:
-        violations = pl.concat([violations, _derived_behind(store, last_batch)])
-    violations = _in_spec_order(violations)
-    step(5)
-    return CheckReport(violations=violations, rules=chosen, journal_batch=last_batch,
-                       seconds=time.perf_counter() - started)  # fmt: skip
+    return pl.concat(found)
 
 
 @dataclass(frozen=True)

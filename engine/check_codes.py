@@ -18,7 +18,12 @@ from engine.check_history import CHECKED_CODES as CHECKED_COLUMNS
 from engine.check_history import FOUND_SCHEMA, HELD_CODES, code_int
 from engine.codes import WIDTH, expected_check_digits
 from engine.kernels.checkdigits import MALFORMED
-from engine.kernels.unique import duplicated_codes, missing_codes, shared_codes
+from engine.kernels.unique import (
+    duplicated_codes,
+    missing_codes,
+    shared_codes,
+    split_by_residue,
+)
 
 KIND_COLUMNS = HELD_CODES
 KIND_NAMES = {1: "resident_code", 2: "my_number"}
@@ -38,25 +43,27 @@ def registry_findings(history: pl.LazyFrame, held: dict[int, tuple[np.ndarray, n
     """`code-shared` and `code-not-issued` over the history's codes and the issued-code registry.
 
     `held[kind]` is (codes, persons): every well-formed code of that kind each person held (from
-    the walk); `registry` has (kind, code, person) of the `codes` table plus the codes issued by
+    the walk; taken out of `held` and freed as each kind is done); `registry` has (kind, code, person) of the `codes` table plus the codes issued by
     batches it does not reflect yet. The kernels run in `passes` slices by `code % passes`.
     """
     want_shared, want_missing = "code-shared" in rules, "code-not-issued" in rules
     if not (want_shared or want_missing):
         return pl.DataFrame(schema=FOUND_SCHEMA)
     found = []
-    for kind, (codes, persons) in held.items():
+    for kind in list(held):
+        codes, persons, mine = split_by_residue(*held.pop(kind), passes)  # the input is freed
         issued = registry.filter(pl.col("kind") == kind).select("code", "person").collect()
-        issued_codes, issued_persons = issued["code"].to_numpy(), issued["person"].to_numpy()
+        issued_codes, issued_persons, theirs = split_by_residue(
+            issued["code"].to_numpy(), issued["person"].to_numpy(), passes)  # fmt: skip
         shared, missing = [], []
         for part in range(passes):
-            mine = codes % passes == part if passes > 1 else slice(None)
-            theirs = issued_codes % passes == part if passes > 1 else slice(None)
+            a, b = slice(mine[part], mine[part + 1]), slice(theirs[part], theirs[part + 1])
             if want_shared:
-                shared.append(shared_codes(np.concatenate([codes[mine], issued_codes[theirs]]),
-                                           np.concatenate([persons[mine], issued_persons[theirs]])))  # fmt: skip
+                shared.append(shared_codes(np.concatenate([codes[a], issued_codes[b]]),
+                                           np.concatenate([persons[a], issued_persons[b]])))  # fmt: skip
             if want_missing:
-                missing.append(missing_codes(codes[mine], issued_codes[theirs]))
+                missing.append(missing_codes(codes[a], issued_codes[b]))
+        del codes, persons, issued_codes, issued_persons
         if shared and sum(map(len, shared)):
             found.append(_shared(history, kind, np.concatenate(shared), issued))
         if missing and sum(map(len, missing)):

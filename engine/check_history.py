@@ -29,6 +29,7 @@ from engine.kernels.history import (
     NO_DATE,
     STATUS_REASON,
     VERSION_ORDER,
+    held_codes,
     remember_current,
     walk_histories,
 )
@@ -171,7 +172,7 @@ def walk(history: pl.LazyFrame, *, persons: int, today: dt.date, rules: set[str]
             if check_digits:
                 bad.append(_bad_codes(rows, reason != X1))
             for kind, columns in HELD_CODES.items():
-                held[kind] += [_codes_held(rows, reason, c) for c in columns]
+                held[kind] += [held_codes(person, reason, rows[c].to_numpy()) for c in columns]
     return WalkResult(
         found=pl.concat(found) if found else pl.DataFrame(schema=FOUND_SCHEMA),
         skipped=pl.concat(skipped) if skipped else pl.DataFrame(
@@ -183,18 +184,6 @@ def walk(history: pl.LazyFrame, *, persons: int, today: dt.date, rules: set[str]
         resident_of=per_person[0], current_rc=per_person[1], current_mn=per_person[2],
         current_version=per_person[3],
     )  # fmt: skip
-
-
-def _codes_held(rows: pl.DataFrame, reason: np.ndarray, column: str) -> tuple[np.ndarray, np.ndarray]:
-    """(codes, persons): the well-formed codes of a column in held versions (X1 rows carry
-    copies), once per run of equal codes in a person's history (rows sorted by person)."""
-    code = rows[column].to_numpy()
-    person = rows["person"].to_numpy()
-    at = np.nonzero((reason != X1) & (code >= 0))[0]
-    c, p = code[at], person[at]
-    first = np.ones(len(at), np.bool_)
-    first[1:] = (c[1:] != c[:-1]) | (p[1:] != p[:-1])
-    return c[first], p[first]
 
 
 def _bad_codes(rows: pl.DataFrame, held: np.ndarray) -> pl.DataFrame:

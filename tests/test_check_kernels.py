@@ -14,6 +14,8 @@ from engine.kernels.checkdigits import (
     bad_check_digits_reference,
 )
 from engine.kernels.history import (
+    held_codes,
+    held_codes_reference,
     remember_current,
     remember_current_reference,
     walk_histories,
@@ -29,6 +31,8 @@ from engine.kernels.unique import (
     missing_codes_reference,
     shared_codes,
     shared_codes_reference,
+    split_by_residue,
+    split_by_residue_reference,
 )
 
 SETTINGS = settings(max_examples=60, deadline=None)
@@ -145,3 +149,25 @@ def test_current_codes_match_the_reference(rows: list[tuple[int, ...]], today: i
     theirs = remember_current_reference(person, reason, flags, rc, mn, version, 6)
     for a, b in zip(ours, theirs, strict=True):
         assert np.array_equal(a, b)
+
+
+@SETTINGS
+@given(st.lists(st.tuples(st.integers(0, 4), st.sampled_from(REASON_IDS), st.integers(-2, 6)),
+                max_size=80))  # fmt: skip
+def test_held_codes_match_the_reference(rows: list[tuple[int, int, int]]) -> None:
+    rows = sorted(rows, key=lambda r: r[0])
+    person = np.array([r[0] for r in rows], np.int64)
+    reason = np.array([r[1] for r in rows], np.int8)
+    code = np.array([r[2] for r in rows], np.int64)
+    ours, theirs = held_codes(person, reason, code), held_codes_reference(person, reason, code)
+    assert all(np.array_equal(a, b) for a, b in zip(ours, theirs, strict=True))
+
+
+@SETTINGS
+@given(st.lists(st.tuples(st.integers(0, 10**12), st.integers(0, 9)), max_size=100),
+       st.integers(1, 7))  # fmt: skip
+def test_splitting_by_residue_matches_the_reference(pairs: list[tuple[int, int]], parts: int) -> None:
+    codes, owners = arr([p[0] for p in pairs]), arr([p[1] for p in pairs])
+    ours = split_by_residue(codes, owners, parts)
+    theirs = split_by_residue_reference(codes, owners, parts)
+    assert all(np.array_equal(a, b) for a, b in zip(ours, theirs, strict=True))

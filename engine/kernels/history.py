@@ -157,7 +157,31 @@ def _walk_person(lo, hi, version, recorded_at, reason, status, change_date, noti
         flags[last] |= CURRENT
 
 
+@njit(cache=True, nogil=True)
+def held_codes(person, reason, code):  # type: ignore[no-untyped-def]
+    """(codes, persons): the well-formed codes (>= 0) of held versions (not X1), once per run
+    of equal codes in a person's rows (rows grouped by person)."""
+    out_code = np.empty(code.shape[0], np.int64)
+    out_person = np.empty(code.shape[0], np.int64)
+    k = 0
+    for i in range(code.shape[0]):
+        if reason[i] == _X1 or code[i] < 0:
+            continue
+        if k and out_code[k - 1] == code[i] and out_person[k - 1] == person[i]:
+            continue
+        out_code[k] = code[i]
+        out_person[k] = person[i]
+        k += 1
+    return out_code[:k].copy(), out_person[:k].copy()
+
+
 # -- reference twins (plain Python, one person at a time) -------------------------------------
+def held_codes_reference(person, reason, code):  # type: ignore[no-untyped-def]
+    pairs: list[tuple[int, int]] = []
+    for p, r, c in zip(person, reason, code, strict=True):
+        if r != _X1 and c >= 0 and (not pairs or pairs[-1] != (int(c), int(p))):
+            pairs.append((int(c), int(p)))
+    return (np.array([c for c, _ in pairs], np.int64), np.array([p for _, p in pairs], np.int64))
 def remember_current_reference(person, reason, flags, resident_code, my_number, version,
                                persons):  # type: ignore[no-untyped-def]  # fmt: skip
     """(resident_of, current_rc, current_mn, current_version) as fresh arrays of `persons`."""

@@ -11,6 +11,8 @@ returns the offending codes themselves (sorted, distinct), not only how many the
 
 from __future__ import annotations
 
+import mmap
+
 import numpy as np
 from numba import get_num_threads, njit, prange
 
@@ -45,9 +47,30 @@ def _table_bits(rows):  # type: ignore[no-untyped-def]
     return bits
 
 
-@njit(cache=True, nogil=True, parallel=True)
-def _partition(codes, owners, bits, chunks):  # type: ignore[no-untyped-def]
+def scratch(n: int) -> np.ndarray:
+    """An int64 buffer for a partition, on transparent huge pages where the kernel allows it:
+    first-touching a fresh national-size buffer in 4 KiB pages costs more than the scatter
+    itself (measured here: 0.5-0.7 s of page faults per GiB against 0.15 s of scatter)."""
+    size = max(n, 1) * 8
+    try:
+        buffer = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        buffer.madvise(mmap.MADV_HUGEPAGE)
+    except (AttributeError, OSError, ValueError):  # no THP here: ordinary pages
+        return np.empty(n, np.int64)
+    return np.frombuffer(buffer, np.int64, count=n)
+
+
+def _partition(codes: np.ndarray, owners: np.ndarray, bits: int,
+               chunks: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
     """Scatter codes (and owners, when given) into hash buckets; returns them and bucket starts."""
+    out_codes = scratch(len(codes))
+    out_owners = scratch(len(codes)) if len(owners) else np.zeros(0, np.int64)
+    starts = _scatter(codes, owners, bits, chunks, out_codes, out_owners)
+    return out_codes, out_owners, starts
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _scatter(codes, owners, bits, chunks, out_codes, out_owners):  # type: ignore[no-untyped-def]
     n = codes.shape[0]
     nb = 1 << bits
     shift = 64 - bits
@@ -74,8 +97,6 @@ def _partition(codes, owners, bits, chunks):  # type: ignore[no-untyped-def]
             offsets[c, b] = total
             total += counts[c, b]
     starts[nb] = total
-    out_codes = np.empty(n, np.int64)
-    out_owners = np.empty(n if with_owners else 0, np.int64)
     for c in prange(chunks):  # first touch in parallel, sequentially: page faults stay cheap
         for i in range(c * n // chunks, (c + 1) * n // chunks):
             out_codes[i] = 0
@@ -90,7 +111,7 @@ def _partition(codes, owners, bits, chunks):  # type: ignore[no-untyped-def]
             if with_owners:
                 out_owners[pos[b]] = owners[i]
             pos[b] += 1
-    return out_codes, out_owners, starts
+    return starts
 
 
 @njit(cache=True, nogil=True, parallel=True)
@@ -249,6 +270,47 @@ def missing_codes(values: np.ndarray, universe: np.ndarray) -> np.ndarray:
     u, _, ustarts = _partition(universe, empty, bits, _workers())
     found, found_n = _missing(v, vstarts, u, ustarts, bits, _workers())
     return np.sort(_gather(found, found_n, vstarts))
+
+
+@njit(cache=True, nogil=True)
+def _split_counts(codes, parts):  # type: ignore[no-untyped-def]
+    starts = np.zeros(parts + 1, np.int64)
+    for i in range(codes.shape[0]):
+        starts[codes[i] % parts + 1] += 1
+    for p in range(parts):
+        starts[p + 1] += starts[p]
+    return starts
+
+
+@njit(cache=True, nogil=True)
+def _split_scatter(codes, owners, starts, out_codes, out_owners):  # type: ignore[no-untyped-def]
+    pos = starts[:-1].copy()
+    parts = pos.shape[0]
+    for i in range(codes.shape[0]):
+        p = codes[i] % parts
+        out_codes[pos[p]] = codes[i]
+        out_owners[pos[p]] = owners[i]
+        pos[p] += 1
+
+
+def split_by_residue(codes: np.ndarray, owners: np.ndarray,
+                     parts: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+    """(codes, owners, starts) grouped by `code % parts` (stable): slice p is
+    `starts[p]:starts[p + 1]`. Lets a national-size check run in slices without copying a
+    masked array per slice."""
+    codes, owners = _codes(codes), np.ascontiguousarray(owners, np.int64)
+    starts = _split_counts(codes, parts)
+    out_codes, out_owners = scratch(len(codes)), scratch(len(codes))
+    _split_scatter(codes, owners, starts, out_codes, out_owners)
+    return out_codes, out_owners, starts
+
+
+def split_by_residue_reference(codes: np.ndarray, owners: np.ndarray,
+                               parts: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+    order = np.argsort(np.asarray(codes) % parts, kind="stable")
+    counts = np.bincount(np.asarray(codes) % parts, minlength=parts)
+    return (np.asarray(codes)[order], np.asarray(owners)[order],
+            np.concatenate([[0], np.cumsum(counts)]).astype(np.int64))  # fmt: skip
 
 
 # -- reference twins (plain NumPy) -------------------------------------------------------------
