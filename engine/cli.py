@@ -249,7 +249,8 @@ def store_rebuild(store: StoreOpt = DEFAULT_STORE) -> int:
 
 @store_app.command("compact")
 def store_compact(store: StoreOpt = DEFAULT_STORE) -> int:
-    """Merge the current table's delta into its base (run as a job, never inside ingest).
+    """Merge the current table's delta into its base and the journal's small files (a
+    scheduled job, never inside ingest).
 
     Example: juki store compact --store ./juki-store
     """

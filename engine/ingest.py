@@ -56,6 +56,15 @@ def _code_int(col: str, width: int) -> pl.Expr:
     return pl.when(c.str.contains(rf"^\d{{{width}}}$")).then(c.cast(pl.Int64, strict=False))
 
 
+def _index_of(sorted_keys: np.ndarray, order: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """For each value, `order[i]` where `sorted_keys[i] == value` (-1 when absent or negative)."""
+    if len(sorted_keys) == 0:
+        return np.full(len(values), -1, np.int64)
+    at = np.minimum(np.searchsorted(sorted_keys, values), len(sorted_keys) - 1)
+    hit = (sorted_keys[at] == values) & (values >= 0)
+    return np.where(hit, order[at], -1)
+
+
 class _CodeSpace:
     """Append-only dense ids for the codes of one kind seen by the session."""
 
@@ -66,12 +75,7 @@ class _CodeSpace:
 
     def lookup(self, values: np.ndarray) -> np.ndarray:
         """cid of each value (-1 when unknown or negative)."""
-        if len(self._sorted) == 0:
-            return np.full(len(values), -1, np.int64)
-        at = np.searchsorted(self._sorted, values)
-        at = np.minimum(at, len(self._sorted) - 1)
-        hit = (self._sorted[at] == values) & (values >= 0)
-        return np.where(hit, self._order[at], -1)
+        return _index_of(self._sorted, self._order, values)
 
     def missing(self, values: np.ndarray) -> np.ndarray:
         values = distinct(values[values >= 0])
@@ -177,10 +181,7 @@ class IngestSession:
 
     def _local_of(self, persons: np.ndarray) -> np.ndarray:
         """Local ids of global person keys (-1 when not loaded)."""
-        if len(self.glob_sorted) == 0:
-            return np.full(len(persons), -1, np.int64)
-        at = np.minimum(np.searchsorted(self.glob_sorted, persons), len(self.glob_sorted) - 1)
-        return np.where(self.glob_sorted[at] == persons, self.glob_order[at], -1)
+        return _index_of(self.glob_sorted, self.glob_order, persons)
 
     def _index_persons(self) -> None:
         n = int(self.counts[0])
@@ -319,12 +320,6 @@ class IngestSession:
                 self.snaps["prev"][self.base_snap[p]] = s
 
     # -- one batch -----------------------------------------------------------------------------
-    def apply_batch(
-        self, file: str, text: pl.DataFrame, *, sha256: str = "", checked: pl.DataFrame | None = None
-    ) -> BatchSummary:
-        """Sequence, validate, apply and commit one file's rows (text columns + `row`)."""
-        return self.apply_group([(file, text, sha256)], checked=checked)[0]
-
     def apply_group(
         self, files: list[tuple[str, pl.DataFrame, str]], *, checked: pl.DataFrame | None = None
     ) -> list[BatchSummary]:

@@ -166,8 +166,3 @@ def _has_commit(root: Path) -> bool:
     """A Delta table exists once its first commit file does."""
     return (root / "_delta_log" / "00000000000000000000.json").is_file()
 
-
-def resolve_store(path: str | os.PathLike[str] | None) -> Store:
-    """The store named by an option, else JUKI_STORE, else ./juki-store (callers pass env in)."""
-    return Store(path if path is not None else "juki-store")
-
