@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import sys
 
@@ -19,6 +20,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     status = getattr(config, "_juki_exitstatus", None)
     if status is None or os.environ.get("JUKI_NO_HARD_EXIT"):
         return
+    atexit._run_exitfuncs()  # the handlers a normal exit would run (temporary stores' removal)
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(status)

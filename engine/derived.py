@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 import polars as pl
 import pyarrow as pa
 
+from engine import faults
 from engine.schema import CURRENT_SCHEMA, HELD_SCHEMA
 from engine.current import ORDER
 from engine.store import APP_ID, SCHEMAS, Store
@@ -35,6 +36,7 @@ def _commit(store: Store, name: str, frame: pl.DataFrame, version: int, mode: st
             app_transactions=[Transaction(app_id=APP_ID, version=version)]
         ),
     )
+    faults.point("derived-commit")
 
 
 def read_journal(store: Store, *, after: int, upto: int) -> pl.DataFrame:

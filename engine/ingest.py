@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from engine import derived
+from engine import derived, faults
 from engine.current import scan_current
 from engine.schema import JOURNAL_SCHEMA, NOTIFICATION_COLUMNS, REASONS
 from engine.sequencing import sequence
@@ -526,6 +526,7 @@ class IngestSession:
             commit_properties=CommitProperties(custom_metadata=metadata),
             post_commithook_properties=KEEP_LOG,
         )
+        faults.point("journal-commit")
 
     def wait_committed(self) -> None:
         """Block until every batch applied so far is committed (re-raises a failed commit)."""

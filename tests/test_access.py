@@ -66,9 +66,10 @@ def test_each_refusal_names_its_reason(
 def parse_registry_text(text: str) -> object:
     import tempfile
 
-    with tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False, encoding="utf-8") as f:
-        f.write(text)
-    return parse_registry(f.name)
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "registry.toml"
+        path.write_text(text, encoding="utf-8")
+        return parse_registry(path)
 
 
 def test_the_protected_column_and_an_allowed_subset_are_not_refused() -> None:

@@ -116,9 +116,12 @@ def month(tmp_path_factory: pytest.TempPathFactory) -> Month:
 
 
 # -- running and killing juki ----------------------------------------------------------------------
-def start_ingest(month: Month, store: Path,
-                 files: list[str] | None = None) -> subprocess.Popen[str]:  # fmt: skip
-    env = {k: v for k, v in os.environ.items() if k != "JUKI_STORE"}
+def start_ingest(month: Month, store: Path, files: list[str] | None = None,
+                 stop_at: str | None = None) -> subprocess.Popen[str]:  # fmt: skip
+    """`stop_at`: a fail point `name:n` (engine/faults.py) where the process freezes itself."""
+    env = {k: v for k, v in os.environ.items() if k not in ("JUKI_STORE", "JUKI_STOP_AT")}
+    if stop_at:
+        env["JUKI_STOP_AT"] = stop_at
     return subprocess.Popen(
         [*JUKI, "ingest", *(files or month.call), "--json", "--store", str(store)],
         cwd=month.directory, env=env, text=True,
@@ -143,16 +146,12 @@ def kill(proc: subprocess.Popen[str]) -> None:
     proc.communicate(timeout=60)
 
 
-def commits(table: Path) -> int:
-    """Number of Delta commits of a table on disk (finished commit files only)."""
-    log = table / "_delta_log"
-    return sum(1 for f in os.listdir(log) if f.endswith(".json")) if log.is_dir() else 0
-
-
-def kill_when(proc: subprocess.Popen[str], table: Path, count: int) -> None:
-    """SIGKILL the process the moment `table` has `count` commits (or when it ends)."""
-    while proc.poll() is None and commits(table) < count:
-        time.sleep(0.0005)
+def kill_when_stopped(proc: subprocess.Popen[str]) -> None:
+    """SIGKILL the process once it froze itself at its fail point (it must not end first)."""
+    stat = Path(f"/proc/{proc.pid}/stat")
+    while proc.poll() is None and stat.read_text().rsplit(")", 1)[1].split()[0] != "T":
+        time.sleep(0.001)
+    assert proc.poll() is None, "the process ended before its fail point"
     kill(proc)
 
 
@@ -296,11 +295,11 @@ def test_a_kill_right_after_a_journal_commit_leaves_derived_tables_behind_until_
     month: Month, reference: Reference, tmp_path: Path, after_commits: int
 ) -> None:
     store = created_store(tmp_path / "store")
-    proc = start_ingest(month, store)
-    kill_when(proc, store / "journal", 1 + after_commits)  # commit 0 created the table
+    proc = start_ingest(month, store, stop_at=f"journal-commit:{after_commits}")
+    kill_when_stopped(proc)
 
     committed = assert_whole_batches(store, month, expected_batches(month, reference))
-    assert committed >= after_commits
+    assert committed == after_commits
     head = Store(store).journal_head().batch
     assert all(Store(store).reflected_batch(t) < head for t in DERIVED if t != "current_base")
 
@@ -314,8 +313,8 @@ def test_store_rebuild_of_a_store_whose_derived_tables_are_behind_matches_increm
     month: Month, reference: Reference, tmp_path: Path
 ) -> None:
     store = created_store(tmp_path / "store")
-    proc = start_ingest(month, store)
-    kill_when(proc, store / "journal", 1 + 3)
+    proc = start_ingest(month, store, stop_at="journal-commit:3")
+    kill_when_stopped(proc)
     committed = assert_whole_batches(store, month, expected_batches(month, reference))
     incremental = created_store(tmp_path / "incremental")
     cwd = Path.cwd()
@@ -347,8 +346,8 @@ def test_a_kill_during_the_derived_catch_up_is_repaired_by_the_next_ingest(
     month: Month, reference: Reference, tmp_path: Path
 ) -> None:
     store = created_store(tmp_path / "store")
-    proc = start_ingest(month, store)
-    kill_when(proc, store / "codes", 2)  # codes is the first table to catch up
+    proc = start_ingest(month, store, stop_at="derived-commit:1")  # codes catch up first
+    kill_when_stopped(proc)
 
     assert_whole_batches(store, month, expected_batches(month, reference))
     run_ingest(month, store)
