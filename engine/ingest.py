@@ -19,16 +19,17 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from engine import derived, faults
+from engine import deltalog, derived, faults
 from engine.current import scan_current
 from engine.schema import JOURNAL_SCHEMA, NOTIFICATION_COLUMNS, REASONS
 from engine.sequencing import sequence
-from engine.store import KEEP_LOG, Store
+from engine.store import Store
 from engine.transitions import SKIPPED, STATEFUL_RULES, apply_rows
 from engine.validate import validate_rows
 
 TEXT_COLUMNS = NOTIFICATION_COLUMNS
 ONE_MICROSECOND = dt.timedelta(microseconds=1)
+CHECKPOINT_INTERVAL = 100  # as delta-rs's default checkpointInterval
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,11 @@ def _index_of(sorted_keys: np.ndarray, order: np.ndarray, values: np.ndarray) ->
     """For each value, `order[i]` where `sorted_keys[i] == value` (-1 when absent or negative)."""
     if len(sorted_keys) == 0:
         return np.full(len(values), -1, np.int64)
-    at = np.minimum(np.searchsorted(sorted_keys, values), len(sorted_keys) - 1)
+    # Probing with sorted values walks the keys once: 10x faster than random probes at 10 M keys.
+    by_value = np.argsort(values)
+    at = np.empty(len(values), np.int64)
+    at[by_value] = np.searchsorted(sorted_keys, values[by_value])
+    np.minimum(at, len(sorted_keys) - 1, out=at)
     hit = (sorted_keys[at] == values) & (values >= 0)
     return np.where(hit, order[at], -1)
 
@@ -119,7 +124,8 @@ class IngestSession:
         derived.catch_up(store)
         head = store.journal_head()
         self.last_batch = head.batch
-        self.journal_table = store.delta("journal")  # written in place: no log replay per batch
+        self.journal_version = store.delta("journal").version()  # this writer adds the next ones
+        self.checkpointed_version = self.journal_version
         self.next_person = head.next_person
         self.last_recorded_at = head.recorded_at
         self.positions = pl.read_delta(str(store.table_path("positions")))
@@ -287,11 +293,10 @@ class IngestSession:
         snaps["mc"][ids] = rows["municipality_code"].cast(pl.Int32).to_numpy()
         snaps["seq"][ids] = rows["seq"].to_numpy()
         self.counts[1] = s0 + n
-        if link_base:
-            for s, p in zip(ids, local, strict=True):  # one per person: stack of depth one
-                self.snaps["prev"][s] = -1
-                self.top[p] = s
-                self.base_snap[p] = s
+        if link_base:  # one row per person: a stack of depth one
+            snaps["prev"][ids] = -1
+            self.top[local] = ids
+            self.base_snap[local] = ids
         return ids
 
     def _load_histories(self, locals_: np.ndarray) -> None:
@@ -517,15 +522,8 @@ class IngestSession:
         self.journal_parts.append(journal)
 
     def _write(self, table: Any, metadata: dict[str, str]) -> None:
-        from deltalake import CommitProperties, write_deltalake
-
-        write_deltalake(
-            self.journal_table,
-            table,
-            mode="append",
-            commit_properties=CommitProperties(custom_metadata=metadata),
-            post_commithook_properties=KEEP_LOG,
-        )
+        deltalog.append(self.store.table_path("journal"), self.journal_version + 1, table, metadata)
+        self.journal_version += 1
         faults.point("journal-commit")
 
     def wait_committed(self) -> None:
@@ -571,9 +569,12 @@ class IngestSession:
         return head
 
     def finish(self) -> int:
-        """Commit and catch the derived tables up."""
+        """Commit, catch the derived tables up, and write a Delta checkpoint of the journal's log
+        every CHECKPOINT_INTERVAL commits (readers then replay few log entries)."""
         head = self.checkpoint()
         self._writer.shutdown()
+        if self.journal_version // CHECKPOINT_INTERVAL > self.checkpointed_version // CHECKPOINT_INTERVAL:
+            self.store.delta("journal").create_checkpoint()
         return head
 
 

@@ -1,0 +1,111 @@
+"""Appending a Parquet file to a Delta table as one commit, in constant time.
+
+delta-rs's `write_deltalake` replays the table's whole file list on every append (measured with
+deltalake 1.6.6: 7.5 ms per commit at 40 files, 24 ms at 160 files, growing ~0.13 ms per file), and
+a month of ingest is ~94 journal commits onto a journal of thousands of files. The Delta protocol
+makes an append two steps: write the data file, then create log entry `<version>.json` if absent.
+Done here for the journal's blind appends only (protocol 1/2, no partitions, no features); every
+other write, schema change, compaction and checkpoint stays with delta-rs, and every reader
+(delta-rs, Polars, DuckDB, Spark) reads these commits like its own.
+
+Put-if-absent is `os.link` of a complete temporary file: the entry appears whole or not at all, and
+an existing version is never replaced (a second writer gets FileExistsError, as with delta-rs's
+`rename_no_replace`). A kill between the two steps leaves an unreferenced data file, which readers
+ignore and `VACUUM` removes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+CLIENT = "juki"
+
+
+def _stat_value(value: Any) -> Any:
+    if isinstance(value, dt.datetime):
+        return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    return value
+
+
+def _floor_ms(value: dt.datetime) -> dt.datetime:
+    return value.replace(microsecond=value.microsecond // 1000 * 1000)
+
+
+def _ceil_ms(value: dt.datetime) -> dt.datetime:
+    floor = _floor_ms(value)
+    return floor if floor == value else floor + dt.timedelta(milliseconds=1)
+
+
+def file_stats(table: pa.Table) -> str:
+    """Delta `stats` JSON: row count, and min/max/null count of the integer, boolean, date and
+    timestamp columns (what readers skip files on). Timestamps are widened to whole milliseconds,
+    as the Delta convention reads them, so a skip is never wrong."""
+    mins: dict[str, Any] = {}
+    maxs: dict[str, Any] = {}
+    nulls: dict[str, int] = {}
+    for field, column in zip(table.schema, table.columns, strict=True):
+        t = field.type
+        if not (pa.types.is_integer(t) or pa.types.is_boolean(t) or pa.types.is_date32(t)
+                or pa.types.is_timestamp(t)):  # fmt: skip
+            continue
+        nulls[field.name] = column.null_count
+        if column.null_count == len(column):
+            continue
+        lo, hi = pc.min_max(column).values()  # type: ignore[attr-defined]
+        lo, hi = lo.as_py(), hi.as_py()
+        if pa.types.is_timestamp(t):
+            lo, hi = _floor_ms(lo), _ceil_ms(hi)
+        mins[field.name], maxs[field.name] = _stat_value(lo), _stat_value(hi)
+    return json.dumps(
+        {"numRecords": table.num_rows, "minValues": mins, "maxValues": maxs, "nullCount": nulls},
+        separators=(",", ":"),
+    )
+
+
+def append(table_dir: Path, version: int, data: pa.Table, metadata: dict[str, str]) -> None:
+    """Write `data` as one Parquet file and commit it as Delta `version` of `table_dir`
+    (the version after the table's last one; FileExistsError when it exists already).
+    `metadata` goes into the commit's `commitInfo`, as delta-rs's custom metadata does."""
+    started = time.time()
+    name = f"part-00000-{uuid.uuid4()}-c000.snappy.parquet"
+    pq.write_table(data, table_dir / name, compression="snappy")
+    now = int(time.time() * 1000)
+    add = {
+        "path": name,
+        "partitionValues": {},
+        "size": (table_dir / name).stat().st_size,
+        "modificationTime": now,
+        "dataChange": True,
+        "stats": file_stats(data),
+    }
+    info = {
+        "timestamp": now,
+        "operation": "WRITE",
+        "operationParameters": {"mode": "Append"},
+        "clientVersion": CLIENT,
+        "operationMetrics": {
+            "num_added_files": 1, "num_removed_files": 0, "num_added_rows": data.num_rows,
+            "execution_time_ms": now - int(started * 1000),
+        },  # fmt: skip
+        **metadata,
+    }
+    entry = json.dumps({"commitInfo": info}) + "\n" + json.dumps({"add": add}) + "\n"
+    log = table_dir / "_delta_log"
+    temporary = log / f".{version:020d}.json.{uuid.uuid4().hex}.tmp"
+    temporary.write_text(entry, encoding="utf-8")
+    try:
+        os.link(temporary, log / f"{version:020d}.json")
+    finally:
+        temporary.unlink()
