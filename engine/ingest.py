@@ -543,11 +543,15 @@ class IngestSession:
 
     def _advance(self, journal: pl.DataFrame, seq: Any) -> None:
         """Move positions and held rows past this batch (in memory)."""
-        used = journal.filter(pl.col("sequenced")).select("municipality_code", "seq")
-        self.positions = (
-            pl.concat([self.positions.rename({"last_seq": "seq"}), used])
+        used = (
+            journal.filter(pl.col("sequenced"))
             .group_by("municipality_code")
             .agg(last_seq=pl.col("seq").max())
+        )
+        self.positions = (
+            pl.concat([self.positions, used], how="vertical_relaxed")
+            .group_by("municipality_code")
+            .agg(pl.col("last_seq").max())
         )
         arrived = seq.held_on_arrival.select(*TEXT_COLUMNS, "_file", "_row", "_seq")
         done = journal.filter(pl.col("sequenced")).select("municipality_code", _seq="seq")
