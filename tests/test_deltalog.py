@@ -1,0 +1,86 @@
+"""The journal's constant-time appends (engine/deltalog.py) make commits Delta readers accept
+(bare DuckDB over the log and Parquet: tests/test_open_format.py)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import polars as pl
+import pyarrow as pa
+import pytest
+from deltalake import DeltaTable, write_deltalake
+
+from engine import deltalog
+
+SCHEMA = pa.schema([
+    pa.field("batch", pa.int64()),
+    pa.field("name", pa.string()),
+    pa.field("born", pa.date32()),
+    pa.field("at", pa.timestamp("us", tz="UTC")),
+])  # fmt: skip
+
+
+def rows(batch: int, n: int) -> pa.Table:
+    at = dt.datetime(2026, 11, 25, 3, 4, 5, 123456, tzinfo=dt.UTC)
+    return pa.table({
+        "batch": [batch] * n,
+        "name": [f"n{i}" for i in range(n)],
+        "born": [dt.date(2000, 1, 1) + dt.timedelta(days=i) for i in range(n)],
+        "at": [at + dt.timedelta(microseconds=i) for i in range(n)],
+    }, schema=SCHEMA)  # fmt: skip
+
+
+@pytest.fixture
+def table(tmp_path: Path) -> Path:
+    path = tmp_path / "t"
+    write_deltalake(str(path), SCHEMA.empty_table(), mode="append")
+    return path
+
+
+def test_appended_commits_read_the_same_in_delta_rs_and_polars(table: Path) -> None:
+    for batch in (1, 2, 3):
+        deltalog.append(table, batch, rows(batch, 5), {"juki_batch": str(batch)})
+
+    order = [("batch", "ascending"), ("name", "ascending")]
+    expected = pa.concat_tables([rows(b, 5) for b in (1, 2, 3)]).sort_by(order)
+    delta = DeltaTable(str(table))
+    assert delta.version() == 3
+    assert delta.history(1)[0]["juki_batch"] == "3"
+    assert delta.to_pyarrow_table().sort_by(order).equals(expected)
+    assert pl.read_delta(str(table)).sort("batch", "name").to_arrow().cast(SCHEMA).equals(expected)
+
+
+def test_a_reader_filtering_on_a_column_skips_by_the_written_statistics(table: Path) -> None:
+    for batch in (1, 2, 3):
+        deltalog.append(table, batch, rows(batch, 4), {})
+
+    assert pl.scan_delta(str(table)).filter(pl.col("batch") == 2).collect().height == 4
+    actions = pa.table(DeltaTable(str(table)).get_add_actions(flatten=True)).to_pydict()
+    assert sorted(actions["min.batch"]) == [1, 2, 3] and sorted(actions["max.batch"]) == [1, 2, 3]
+    assert actions["num_records"] == [4, 4, 4]
+
+
+def test_timestamp_statistics_are_widened_to_whole_milliseconds(table: Path) -> None:
+    deltalog.append(table, 1, rows(1, 3), {})
+
+    entry = (table / "_delta_log" / f"{1:020d}.json").read_text().splitlines()
+    actions = [json.loads(x) for x in entry]
+    stats = json.loads(next(a["add"]["stats"] for a in actions if "add" in a))
+    assert stats["minValues"]["at"] == "2026-11-25T03:04:05.123000Z"  # .123456 floored
+    assert stats["maxValues"]["at"] == "2026-11-25T03:04:05.124000Z"  # .123458 ceiled
+    assert stats["minValues"]["born"] == "2000-01-01" and stats["nullCount"]["batch"] == 0
+    assert "name" not in stats["minValues"]  # strings are not indexed
+
+
+def test_an_existing_version_is_never_replaced(table: Path) -> None:
+    deltalog.append(table, 1, rows(1, 2), {})
+    before = (table / "_delta_log" / f"{1:020d}.json").read_bytes()
+
+    with pytest.raises(FileExistsError):
+        deltalog.append(table, 1, rows(9, 2), {})
+
+    assert (table / "_delta_log" / f"{1:020d}.json").read_bytes() == before
+    assert DeltaTable(str(table)).to_pyarrow_table()["batch"].to_pylist() == [1, 1]
+    assert not [p for p in (table / "_delta_log").iterdir() if p.name.endswith(".tmp")]
