@@ -1,6 +1,10 @@
 """National-scale runner: generate, initial load, compaction, then a month of changes.
 
     python -m benchmarks.scale --residents 10_000_000 --out /tmp/juki-scale
+    python -m benchmarks.scale --out /tmp/juki-scale --month-on /tmp/juki-scale/loaded
+
+The second form measures only the month's ingest, into a hard-linked copy of a prepared store
+(`run` keeps one as <out>/loaded), so ingest time can be compared across store sizes.
 
 Prints a table of juki's figures beside Polars and DuckDB baselines measured in the same run.
 The month's event volumes are multiplied by --event-rate (default 12.4 = 124 M / 10 M), so a 10 M
@@ -12,6 +16,7 @@ from __future__ import annotations
 import argparse
 import resource
 import shutil
+import subprocess
 import time
 from pathlib import Path
 
@@ -53,6 +58,7 @@ def run(
     with store.writer("benchmark compact"):
         compact(store)
     rows.append(("compaction of current", f"{time.perf_counter() - t:.1f} s"))
+    subprocess.run(["cp", "-al", str(store_dir), str(out / "loaded")], check=True)  # for --month-on
 
     t = time.perf_counter()
     report = ingest_files(store, changes)
@@ -72,6 +78,28 @@ def run(
     return rows
 
 
+def month_on(prepared: Path, files: list[str], out: Path) -> list[tuple[str, str]]:
+    """Ingest a month's files into a copy of a prepared store (loaded and compacted, e.g. by
+    `run`): the copy hard-links the Parquet and log files, which Delta never changes in place, so
+    a 125 M store is copied in seconds and the month can be measured again after a change."""
+    store_dir = out / "month-store"
+    shutil.rmtree(store_dir, ignore_errors=True)
+    subprocess.run(["cp", "-al", str(prepared), str(store_dir)], check=True)
+    rows: list[tuple[str, str]] = []
+    t = time.perf_counter()
+    report = ingest_files(Store(store_dir), files)
+    s = time.perf_counter() - t
+    n = sum(getattr(f, "applied", 0) + getattr(f, "rejected", 0) for f in report.files)
+    rows.append((f"changes: {len(files)} files as one call into {prepared}, rows/s",
+                 f"{n / s:,.0f} ({n:,} rows, {s:.1f} s, {report.total('rejected')} rejected)"))  # fmt: skip
+    n, s = polars_validate(files)
+    rows.append(("baseline: stateless Polars validation of the same rows, rows/s",
+                 f"{n / s:,.0f} ({s:.2f} s)"))  # fmt: skip
+    rows.append(("peak RSS", f"{_rss_gib():.1f} GiB"))
+    shutil.rmtree(store_dir, ignore_errors=True)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--residents", type=lambda s: int(s.replace("_", "")), default=1_000_000)
@@ -79,11 +107,21 @@ def main() -> None:
     parser.add_argument("--event-rate", type=float, default=12.4)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", type=Path, default=Path("/tmp/juki-scale"))
+    parser.add_argument("--month-on", type=Path, metavar="STORE",
+                        help="only ingest the change files of --out/files into a hard-linked "
+                             "copy of STORE (a store loaded and compacted from those files)")  # fmt: skip
     args = parser.parse_args()
-    rows = run(args.residents, args.months, args.out, seed=args.seed, event_rate=args.event_rate)
+    if args.month_on:
+        changes = sorted(str(f) for f in (args.out / "files").iterdir()
+                         if not month_of(str(f)).startswith("0000"))  # fmt: skip
+        rows = month_on(args.month_on, changes, args.out)
+    else:
+        rows = run(args.residents, args.months, args.out, seed=args.seed,
+                   event_rate=args.event_rate)  # fmt: skip
     width = max(len(k) for k, _ in rows)
-    print(f"juki scale run: {args.residents:,} residents, {args.months} month(s) of changes at "
-          f"{args.event_rate}x the per-resident national event rate")
+    if not args.month_on:
+        print(f"juki scale run: {args.residents:,} residents, {args.months} month(s) of changes "
+              f"at {args.event_rate}x the per-resident national event rate")
     for k, v in rows:
         print(f"  {k:<{width}}  {v}")
 
