@@ -74,34 +74,50 @@ def file_stats(table: pa.Table) -> str:
     )
 
 
-def append(table_dir: Path, version: int, data: pa.Table, metadata: dict[str, str]) -> None:
-    """Write `data` as one Parquet file and commit it as Delta `version` of `table_dir`
-    (the version after the table's last one; FileExistsError when it exists already).
-    `metadata` goes into the commit's `commitInfo`, as delta-rs's custom metadata does."""
-    started = time.time()
+def write_file(table_dir: Path, data: pa.Table) -> dict[str, Any]:
+    """Write `data` as a new Parquet file of the table; returns its `add` action (uncommitted:
+    readers see it only once a commit names it)."""
     name = f"part-00000-{uuid.uuid4()}-c000.snappy.parquet"
     pq.write_table(data, table_dir / name, compression="snappy")
-    now = int(time.time() * 1000)
-    add = {
+    return {
         "path": name,
         "partitionValues": {},
         "size": (table_dir / name).stat().st_size,
-        "modificationTime": now,
+        "modificationTime": int(time.time() * 1000),
         "dataChange": True,
         "stats": file_stats(data),
     }
+
+
+def commit(
+    table_dir: Path,
+    version: int,
+    adds: list[dict[str, Any]],
+    metadata: dict[str, str],
+    *,
+    app_transaction: tuple[str, int] | None = None,
+) -> None:
+    """Commit the written files as Delta `version` of `table_dir` (the version after the table's
+    last one; FileExistsError when it exists already). `metadata` goes into `commitInfo`, as
+    delta-rs's custom metadata does; `app_transaction` (app id, version) adds a `txn` action."""
+    now = int(time.time() * 1000)
     info = {
         "timestamp": now,
         "operation": "WRITE",
         "operationParameters": {"mode": "Append"},
         "clientVersion": CLIENT,
         "operationMetrics": {
-            "num_added_files": 1, "num_removed_files": 0, "num_added_rows": data.num_rows,
-            "execution_time_ms": now - int(started * 1000),
+            "num_added_files": len(adds), "num_removed_files": 0,
+            "num_added_rows": sum(json.loads(a["stats"])["numRecords"] for a in adds),
         },  # fmt: skip
         **metadata,
     }
-    entry = json.dumps({"commitInfo": info}) + "\n" + json.dumps({"add": add}) + "\n"
+    actions: list[dict[str, Any]] = [{"commitInfo": info}]
+    if app_transaction is not None:
+        app_id, app_version = app_transaction
+        actions.append({"txn": {"appId": app_id, "version": app_version, "lastUpdated": now}})
+    actions += [{"add": add} for add in adds]
+    entry = "".join(json.dumps(a) + "\n" for a in actions)
     log = table_dir / "_delta_log"
     temporary = log / f".{version:020d}.json.{uuid.uuid4().hex}.tmp"
     temporary.write_text(entry, encoding="utf-8")
@@ -109,3 +125,8 @@ def append(table_dir: Path, version: int, data: pa.Table, metadata: dict[str, st
         os.link(temporary, log / f"{version:020d}.json")
     finally:
         temporary.unlink()
+
+
+def append(table_dir: Path, version: int, data: pa.Table, metadata: dict[str, str]) -> None:
+    """Write `data` as one Parquet file and commit it as Delta `version` of `table_dir`."""
+    commit(table_dir, version, [write_file(table_dir, data)], metadata)

@@ -24,7 +24,7 @@ APPLIED = ["applied", "released"]
 CATCH_UP_TABLES = ("current_delta", "codes", "positions", "held")
 
 
-def _commit(store: Store, name: str, frame: pl.DataFrame, version: int, mode: str) -> None:
+def commit_table(store: Store, name: str, frame: pl.DataFrame, version: int, mode: str) -> None:
     from deltalake import CommitProperties, Transaction, write_deltalake
 
     schema = SCHEMAS[name]
@@ -235,7 +235,7 @@ def catch_up(
     }
     # The tables are independent (each records the batch it reflects): write them side by side.
     with ThreadPoolExecutor(max_workers=len(frames) or 1, thread_name_prefix="juki-derived") as pool:
-        for done in [pool.submit(_commit, store, name, frame, head, builders[name][1])
+        for done in [pool.submit(commit_table, store, name, frame, head, builders[name][1])
                      for name, frame in frames.items()]:  # fmt: skip
             done.result()
     return head
@@ -296,5 +296,5 @@ def compact(store: Store) -> int:
         ),
     )
     empty = pl.from_arrow(CURRENT_SCHEMA.empty_table())
-    _commit(store, "current_delta", empty, version, "overwrite")  # type: ignore[arg-type]
+    commit_table(store, "current_delta", empty, version, "overwrite")  # type: ignore[arg-type]
     return head

@@ -21,9 +21,9 @@ import polars as pl
 
 from engine import deltalog, derived, faults
 from engine.current import scan_current
-from engine.schema import JOURNAL_SCHEMA, NOTIFICATION_COLUMNS, REASONS
+from engine.schema import HELD_SCHEMA, JOURNAL_SCHEMA, NOTIFICATION_COLUMNS, REASONS
 from engine.sequencing import sequence
-from engine.store import Store
+from engine.store import APP_ID, SCHEMAS, Store
 from engine.transitions import SKIPPED, STATEFUL_RULES, apply_rows
 from engine.validate import validate_rows
 
@@ -132,6 +132,7 @@ class IngestSession:
         self.held = self._held_text(pl.read_delta(str(store.table_path("held"))))
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="juki-journal")
         self._pending: Future[None] | None = None
+        self._open: _OpenBatch | None = None  # a file applied in parts (apply_chunk)
         self._reset_state()
 
     def _reset_state(self) -> None:
@@ -335,6 +336,25 @@ class IngestSession:
         release) are committed as its own batch, in order. `checked`: `validate_rows` of the
         concatenated rows (with `_pos` = position in the group) when the caller ran it.
         """
+        journal = self._process(files, checked, records=True)
+        summaries = []
+        parts = journal.partition_by("_batch_of", as_dict=True, maintain_order=True)
+        empty = journal.clear()
+        for g, (file, _, sha256) in enumerate(files):
+            part = parts.get((g,), empty).drop("_batch_of")
+            batch = self.last_batch + 1
+            part = part.with_columns(batch=pl.lit(batch, pl.Int64),
+                                     recorded_at=pl.lit(self._stamp()).dt.cast_time_unit("us"))  # fmt: skip
+            self._commit(part, file, sha256)
+            summaries.append(_summary(file, batch, part))
+        return summaries
+
+    def _process(
+        self, files: list[tuple[str, pl.DataFrame, str]], checked: pl.DataFrame | None, *,
+        records: bool,
+    ) -> pl.DataFrame:  # fmt: skip
+        """Sequence, check and walk the rows of `files` as one stream; their journal rows with
+        `_batch_of` (`records`: with each file's record row). Positions and held rows advance."""
         text = pl.concat(
             [rows.with_columns(_g=pl.lit(g, pl.Int32), _file=pl.lit(file),
                                _row=pl.col("row").cast(pl.Int32))
@@ -355,19 +375,56 @@ class IngestSession:
         # A processed row belongs to the batch of the file whose row completed its run.
         file_of = text["_g"].to_numpy()
         outcome = outcome.with_columns(_batch_of=pl.Series(file_of[outcome["_at"].to_numpy()]))
-        journal = self._journal_rows(files, seq, outcome)
-        summaries = []
-        parts = journal.partition_by("_batch_of", as_dict=True, maintain_order=True)
-        empty = journal.clear()
-        for g, (file, _, sha256) in enumerate(files):
-            part = parts.get((g,), empty).drop("_batch_of")
-            batch = self.last_batch + 1
-            part = part.with_columns(batch=pl.lit(batch, pl.Int64),
-                                     recorded_at=pl.lit(self._stamp()).dt.cast_time_unit("us"))  # fmt: skip
-            self._commit(part, file, sha256)
-            summaries.append(_summary(file, batch, part))
+        journal = self._journal_rows(files, seq, outcome, records=records)
         self._advance(journal, seq)
-        return summaries
+        return journal
+
+    def begin_parts(self, file: str, sha256: str) -> None:
+        """Open the batch of a file to be applied in parts (apply_chunk), after committing and
+        reflecting every batch before it."""
+        self.checkpoint()
+        self._open = _OpenBatch(file, sha256, self.last_batch + 1, self._stamp())
+
+    def apply_chunk(
+        self, file: str, rows: pl.DataFrame, sha256: str, *, checked: pl.DataFrame | None,
+        last: bool,
+    ) -> BatchSummary | None:  # fmt: skip
+        """Apply the next part of a file too large to hold whole (SPEC §4: still one batch, one
+        commit). Each part's journal rows and derived rows are written as uncommitted Parquet
+        files; the last part commits them all: the journal in one entry, then each derived table.
+        Returns the file's summary after the last part. A row held in one part and released in
+        a later one is journaled as held, then released."""
+        ob = self._open
+        assert ob is not None and ob.file == file, "begin_parts first"
+        journal = self._process([(file, rows, sha256)], checked, records=last).drop("_batch_of")
+        journal = journal.with_columns(
+            batch=pl.lit(ob.batch, pl.Int64),
+            recorded_at=pl.lit(ob.stamp).dt.cast_time_unit("us"),
+            apply_order=pl.col("apply_order") + ob.next_order,
+        )
+        top = journal["apply_order"].max()
+        ob.next_order = ob.next_order if top is None else int(top) + 1  # type: ignore[arg-type]
+        for outcome, count in journal.group_by("outcome").len().iter_rows():
+            ob.counts[outcome] = ob.counts.get(outcome, 0) + count
+        if last:
+            journal = journal.with_columns(
+                message=pl.when(pl.col("outcome") == "file")
+                .then(pl.lit(json.dumps({"sha256": sha256, **dict(sorted(ob.counts.items()))})))
+                .otherwise(pl.col("message"))
+            )
+        ob.add(self.store, journal)
+        if not last:
+            return None
+        self.last_batch = ob.batch
+        deltalog.commit(self.store.table_path("journal"), self.journal_version + 1,
+                        ob.journal, {**self._head_metadata(), "juki_file": file})  # fmt: skip
+        self.journal_version += 1
+        faults.point("journal-commit")
+        ob.commit_derived(self.store, self.histories)
+        summary = ob.summary()
+        self._open = None
+        self._reset_state()
+        return summary
 
     def _checked_rows(
         self, work: pl.DataFrame, checked: pl.DataFrame, extras: list[str]
@@ -449,7 +506,7 @@ class IngestSession:
         return now
 
     def _journal_rows(self, files: list[tuple[str, pl.DataFrame, str]], seq: Any,
-                      outcome: pl.DataFrame) -> pl.DataFrame:  # fmt: skip
+                      outcome: pl.DataFrame, *, records: bool) -> pl.DataFrame:  # fmt: skip
         """Every row of the group with its outcome, typed as the journal schema, and
         `_batch_of`: the index of the file whose batch it belongs to."""
         raw = pl.struct(*TEXT_COLUMNS).struct.json_encode()
@@ -484,14 +541,15 @@ class IngestSession:
             seq=pl.col("_seq"), sequenced=pl.lit(False),
         ).select("file", "row", "outcome", "municipality_code", "seq", "raw", "sequenced",
                  "reason", "_batch_of")  # fmt: skip
-        records = pl.DataFrame(
+        file_rows = pl.DataFrame(
             {"file": [f for f, _, _ in files], "outcome": ["file"] * len(files),
              "_batch_of": list(range(len(files)))},
             schema={"file": pl.String, "outcome": pl.String, "_batch_of": pl.Int32},
         )  # fmt: skip
         cols = [*JOURNAL_SCHEMA.names, "_batch_of"]
         out = pl.concat(
-            [f.select([c for c in cols if c in f.columns]) for f in (processed, side, records)],
+            [f.select([c for c in cols if c in f.columns])
+             for f in (processed, side, file_rows if records else file_rows.clear())],  # fmt: skip
             how="diagonal_relaxed",
         )
         schema = pl.from_arrow(JOURNAL_SCHEMA.empty_table()).schema  # type: ignore[union-attr]
@@ -511,7 +569,7 @@ class IngestSession:
         summary = dict(zip(counts["outcome"].to_list(), counts["count"].to_list(), strict=True))
         journal = journal.with_columns(
             message=pl.when(pl.col("outcome") == "file")
-            .then(pl.lit(json.dumps({"sha256": sha256, **summary})))
+            .then(pl.lit(json.dumps({"sha256": sha256, **dict(sorted(summary.items()))})))
             .otherwise(pl.col("message"))
         )
         self.last_batch = int(journal["batch"][0])  # the commit records it as the head
@@ -580,6 +638,84 @@ class IngestSession:
         if self.journal_version // CHECKPOINT_INTERVAL > self.checkpointed_version // CHECKPOINT_INTERVAL:
             self.store.delta("journal").create_checkpoint()
         return head
+
+
+@dataclass
+class _OpenBatch:
+    """The batch of a file applied in parts: its files written so far, awaiting one commit."""
+
+    file: str
+    sha256: str
+    batch: int
+    stamp: dt.datetime
+    next_order: int = 0
+    counts: dict[str, int] = field(default_factory=dict)
+    journal: list[dict[str, Any]] = field(default_factory=list)
+    current: list[dict[str, Any]] = field(default_factory=list)
+    codes: list[dict[str, Any]] = field(default_factory=list)
+    cancelled: set[int] = field(default_factory=set)  # persons with an X1 in the batch
+    waiting: list[pl.DataFrame] = field(default_factory=list)  # for positions and held rows
+    rejects: list[pl.DataFrame] = field(default_factory=list)
+
+    def add(self, store: Store, journal: pl.DataFrame) -> None:
+        """Write one part's journal rows and the derived rows they make (uncommitted)."""
+        self.journal.append(deltalog.write_file(store.table_path("journal"),
+                                                journal.to_arrow().cast(JOURNAL_SCHEMA)))  # fmt: skip
+        self.codes.append(_derived_file(store, "codes", derived.code_rows(journal)))
+        applied = journal.filter(pl.col("outcome").is_in(derived.APPLIED))
+        self.cancelled.update(applied.filter(pl.col("reason") == "X1")["person"].to_list())
+        # Persons with an X1 get their rows once the batch is whole (commit_derived); a later
+        # part's row of a person outranks an earlier part's (written_order is apply_order).
+        plain = applied.filter(~pl.col("person").is_in(list(self.cancelled)))
+        rows = derived.current_rows(store, plain, upto=self.batch)
+        self.current.append(_derived_file(store, "current_delta", rows))
+        # What positions and held rows need: the last seq per municipality, rows held, and
+        # sequenced rows released or rejected.
+        sequenced = pl.col("sequenced").fill_null(False)
+        self.waiting += [
+            journal.filter(sequenced).group_by("municipality_code")
+            .agg(pl.col("seq").max()).with_columns(outcome=pl.lit("position"), sequenced=True),
+            journal.filter((pl.col("outcome") == "held")
+                           | (pl.col("outcome").is_in(["released", "rejected"]) & sequenced))
+            .select("outcome", "sequenced", *HELD_SCHEMA.names),
+        ]  # fmt: skip
+        self.rejects.append(_summary(self.file, self.batch, journal).rejects)  # type: ignore[arg-type]
+
+    def commit_derived(self, store: Store, histories: list[pl.DataFrame]) -> None:
+        """After the journal commit: each derived table's files in one commit, marked as
+        reflecting the batch (a crash before leaves them behind, and catch_up repairs that).
+        `histories`: the store histories the session read for persons with an X1."""
+        if self.cancelled:
+            persons = pl.Series("person", sorted(self.cancelled), pl.Int64)
+            mine = pl.col("person").is_in(persons.implode())
+            batch_rows = pl.read_parquet(
+                [str(store.table_path("journal") / a["path"]) for a in self.journal]
+            ).filter(mine & pl.col("outcome").is_in(derived.APPLIED))
+            history = pl.concat([*(h.filter(mine) for h in histories), batch_rows],
+                                how="diagonal_relaxed")  # fmt: skip
+            self.current.append(_derived_file(store, "current_delta", derived.effective_rows(history)))
+        for name, adds in (("codes", self.codes), ("current_delta", self.current)):
+            table = store.table_path(name)
+            deltalog.commit(table, store.delta(name).version() + 1, adds, {},
+                            app_transaction=(APP_ID, self.batch))  # fmt: skip
+            faults.point("derived-commit")
+        waiting = pl.concat(self.waiting, how="diagonal_relaxed")
+        for name, build in (("positions", derived.position_rows), ("held", derived.held_rows)):
+            derived.commit_table(store, name, build(store, waiting), self.batch, "overwrite")
+
+    def summary(self) -> BatchSummary:
+        c = self.counts
+        return BatchSummary(
+            file=self.file, applied=c.get("applied", 0), rejected=c.get("rejected", 0),
+            duplicate=c.get("duplicate", 0), held=c.get("held", 0),
+            released=c.get("released", 0), batch=self.batch,
+            rejects=pl.concat(self.rejects),
+        )  # fmt: skip
+
+
+def _derived_file(store: Store, name: str, frame: pl.DataFrame) -> dict[str, Any]:
+    schema = SCHEMAS[name]
+    return deltalog.write_file(store.table_path(name), frame.select(schema.names).to_arrow().cast(schema))
 
 
 def _summary(file: str, batch: int, journal: pl.DataFrame) -> BatchSummary:
