@@ -130,8 +130,8 @@ def _staged(store: Store) -> list[Staged]:
         if path.name.startswith("."):
             path.unlink(missing_ok=True)  # a temporary file of an interrupted write
     for marker in sorted(root.glob("*/*.json")):
-        provided = pl.read_ipc(marker.with_name(marker.name[:-5] + ".provided.arrow"),
-                               memory_map=False)  # fmt: skip
+        data = marker.with_name(marker.name[:-5] + ".provided.arrow").read_bytes()
+        provided = pl.read_ipc(io.BytesIO(data))
         out.append(Staged.from_json(json.loads(marker.read_text(encoding="utf-8")), provided))
     for path in sorted(root.glob("*/*.provided.arrow")):
         if not path.with_name(path.name[: -len(".provided.arrow")] + ".json").exists():
