@@ -346,3 +346,26 @@ def test_subscribe_list_shows_watermark_and_last_run(world: World) -> None:
     assert (listed["name"], listed["watermark"], listed["last_run"], listed["runs"]) == (
         "jps", 2, run_id_of(T1 + HOUR), 1)
     assert CHIYODA  # the world's municipality
+
+
+def test_a_million_targets_are_stored_as_codes_and_matched(world: World) -> None:
+    import numpy as np
+
+    from engine.codes import with_check_digit
+
+    bodies = np.arange(20_000_000_000, 20_001_000_000, dtype=np.int64)
+    codes = pl.Series(with_check_digit(bodies, "my_number")).cast(pl.String).str.zfill(12)
+    path = world.root / "million.parquet"
+    pl.DataFrame({"my_number": codes}).with_columns(
+        my_number=pl.when(pl.int_range(pl.len()) == 765_432).then(pl.lit(my_number(2)))
+        .otherwise(pl.col("my_number"))).write_parquet(path)  # fmt: skip
+    sub = subscribe(world, [], name="million")
+    replace_targets(world.store, sub.name, read_targets(path), now=NOW)
+    world.changes_batch()
+
+    got = delivered(world, push(world, T1 + HOUR), sub.name)
+
+    assert read_subscriptions(world.store)[sub.name].targets == 1_000_000
+    stored = pl.scan_delta(str(world.store.table_path("targets"))).collect()
+    assert stored.schema["code"] == pl.Int64 and stored.height == 1_000_000
+    assert got.select("request_row", "reasons").rows() == [(765_433, ["D3"])]
