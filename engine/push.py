@@ -86,15 +86,21 @@ def push_request_id(subscription: str, run_id: str) -> str:
 
 
 # -- push_runs -----------------------------------------------------------------------------------
-def read_runs(store: Store, *, provided: bool = False) -> pl.DataFrame:
-    """Every delivered run (without the provided records unless asked), by subscription, number."""
+def read_runs(
+    store: Store, *, provided: bool = False, subscription: str | None = None
+) -> pl.DataFrame:
+    """Delivered runs (the provided records only when asked; one subscription's or all), by
+    subscription and number."""
     import polars as pl
 
     root = store.table_path("push_runs")
     fields = [f.name for f in PUSH_RUNS_SCHEMA] if provided else RUN_FIELDS
     if not (root / "_delta_log").is_dir():
         return pl.DataFrame(PUSH_RUNS_SCHEMA.empty_table()).select(fields)
-    return pl.read_delta(str(root), columns=fields).sort("subscription", "number")
+    runs = pl.scan_delta(str(root))
+    if subscription is not None:
+        runs = runs.filter(pl.col("subscription") == subscription)
+    return runs.select(fields).collect().sort("subscription", "number")
 
 
 def watermark(sub: Subscription, runs: pl.DataFrame) -> int:

@@ -369,8 +369,7 @@ class Provided:
 
 
 def _delivered_runs(store: Store, name: str) -> pl.DataFrame:
-    runs = read_runs(store, provided=True)
-    return runs.filter(pl.col("subscription") == name).sort("number")
+    return read_runs(store, provided=True, subscription=name)
 
 
 def _verified(store: Store, run: dict[str, Any]) -> bytes:

@@ -135,8 +135,10 @@ def copy(scenario: Scenario, tmp_path: Path) -> Path:
     return store
 
 
-POINTS = ["staged:1", "staged:3", "file:1", "file:2", "file:3", "manifest:2", "provisions",
-          "requests", "runs", "unstaged"]  # fmt: skip
+SLOW = pytest.mark.slow
+POINTS = ["staged:1", pytest.param("staged:3", marks=SLOW), pytest.param("file:1", marks=SLOW),
+          "file:2", pytest.param("file:3", marks=SLOW), "manifest:2", "provisions", "requests",
+          "runs", pytest.param("unstaged", marks=SLOW)]  # fmt: skip
 
 
 @pytest.mark.parametrize("point", POINTS)
@@ -159,7 +161,7 @@ def test_a_run_crashing_at_a_checkpoint_is_completed_or_redone_by_the_next_run(
     assert_same(finish(store, scenario.later), scenario.reference)
 
 
-@pytest.mark.parametrize("point", ["file:2", "requests"])
+@pytest.mark.parametrize("point", ["file:2", pytest.param("requests", marks=SLOW)])
 def test_a_juki_process_killed_at_a_checkpoint_leaves_a_state_the_next_run_repairs(
     scenario: Scenario, tmp_path: Path, point: str
 ) -> None:
@@ -195,7 +197,7 @@ def _killed_at_random(scenario: Scenario, tmp_path: Path, seed: int) -> None:
     assert_same(finish(store, scenario.later), scenario.reference)
 
 
-@pytest.mark.parametrize("seed", [1, 2])
+@pytest.mark.parametrize("seed", [pytest.param(1, marks=SLOW), 2])
 def test_a_juki_process_killed_at_a_random_moment_neither_skips_nor_duplicates(
     scenario: Scenario, tmp_path: Path, seed: int
 ) -> None:
