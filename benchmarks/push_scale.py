@@ -214,7 +214,9 @@ def _changes_each(store: Store, out: Path, sets: list[np.ndarray], since: dt.dat
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawTextHelpFormatter)  # fmt: skip
-    number = lambda s: int(s.replace("_", ""))  # noqa: E731
+    def number(s: str) -> int:
+        return int(s.replace("_", ""))
+
     parser.add_argument("--residents", type=number, default=1_000_000)
     parser.add_argument("--targets", type=number, default=3_000_000)
     parser.add_argument("--subscriptions", type=int, default=30)

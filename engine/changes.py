@@ -191,7 +191,7 @@ def empty_output(grant: Grant) -> pl.DataFrame:
 
     record = pl.DataFrame(pa.schema(RECORD_FIELDS).empty_table())
     return record.select(
-        request_row=pl.lit(None, pl.Int64), *grant.output_columns,
+        pl.lit(None, pl.Int64).alias("request_row"), *grant.output_columns,
         reasons=pl.lit(None, pl.List(pl.String)), first_change_date=pl.lit(None, pl.Date),
         last_change_date=pl.lit(None, pl.Date),
         **{f"previous_{c}": pl.lit(None, pl.String) for c in PREVIOUS},

@@ -84,10 +84,10 @@ def subscribe_add(
     agency: Annotated[str, typer.Option("--agency", help="Subscribing agency (registry code).")],
     affair: Annotated[str, typer.Option("--affair", help="Affair; it must allow `push`.")],
     targets: Annotated[Path, typer.Option("--targets", help="CSV/Parquet file with a my_number "
-                                          "or resident_code column.")],  # fmt: skip
+                                          "or resident_code column.")],
     interval: Annotated[Interval, typer.Option("--interval", help="How often it is delivered.")],
     name: Annotated[str | None, typer.Option("--name", help="Unique name, never reused "
-                                             "(default <agency>-<affair>-<n>).")] = None,  # fmt: skip
+                                             "(default <agency>-<affair>-<n>).")] = None,
     json_out: JsonOpt = False,
     store: StoreOpt = DEFAULT_STORE,
 ) -> int:
@@ -112,7 +112,7 @@ def subscribe_add(
 def subscribe_targets(
     subscription: SubscriptionOpt,
     targets: Annotated[Path, typer.Option("--targets", help="CSV/Parquet file with a my_number "
-                                          "or resident_code column.")],  # fmt: skip
+                                          "or resident_code column.")],
     store: StoreOpt = DEFAULT_STORE,
 ) -> int:
     """Replace a subscription's targets (its watermark stays).
@@ -188,9 +188,9 @@ def _crash_hook() -> Any:
 @push_app.command("run")
 def push_run(
     now: Annotated[str | None, typer.Option("--now", help="The run's instant TS (ISO 8601; "
-                                            "default the clock).")] = None,  # fmt: skip
+                                            "default the clock).")] = None,
     outbox: Annotated[Path | None, typer.Option("--outbox", help="Outbox directory (default "
-                                                "<store>/outbox).")] = None,  # fmt: skip
+                                                "<store>/outbox).")] = None,
     json_out: JsonOpt = False,
     store: StoreOpt = DEFAULT_STORE,
 ) -> int:
@@ -234,7 +234,7 @@ def push_redeliver(
     subscription: SubscriptionOpt,
     run: Annotated[str, typer.Option("--run", help="The run id YYYYMMDDTHHMMSS.")],
     out_file: Annotated[Path | None, typer.Option("--out", help="Where to write it (default "
-                                                  "<run id>.parquet here).")] = None,  # fmt: skip
+                                                  "<run id>.parquet here).")] = None,
     store: StoreOpt = DEFAULT_STORE,
 ) -> int:
     """Write a delivered run again, byte-identical, recorded as provided again.

@@ -28,12 +28,27 @@ import polars as pl
 from engine.access import authorize
 from engine.dates import iso_jst
 from engine.errors import AccessRefused, JukiError, StoreUnavailable, UsageError
-from engine.push import Plan, app_id, commit_runs, deliveries, is_due, next_number
-from engine.push import push_request_id, read_runs, run_id_of, watermark
-from engine.store import Store
-from engine.subscriptions import PUSH_LOCK, get_subscription, read_subscriptions
+from engine.push import (
+    Plan,
+    app_id,
+    commit_runs,
+    deliveries,
+    is_due,
+    next_number,
+    push_request_id,
+    read_runs,
+    run_id_of,
+    watermark,
+)
 from engine.schema import RECORD_COLUMNS
-from engine.subscriptions import Targets, parse_targets
+from engine.store import Store
+from engine.subscriptions import (
+    PUSH_LOCK,
+    Targets,
+    get_subscription,
+    parse_targets,
+    read_subscriptions,
+)
 from loaders.outputs import OutputOptions, manifest_bytes, render, write_atomically
 from loaders.requests import read_request
 

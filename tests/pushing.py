@@ -14,7 +14,16 @@ from typing import Any
 
 import polars as pl
 from agency import NOW, load, write_request
-from builders import CHIYODA, SAPPORO, Municipality, my_number, person, resident_code, row, write_csv
+from builders import (
+    CHIYODA,
+    SAPPORO,
+    Municipality,
+    my_number,
+    person,
+    resident_code,
+    row,
+    write_csv,
+)
 from stories import ingest_at
 
 from engine.store import Store
