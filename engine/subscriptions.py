@@ -183,7 +183,9 @@ def _event(store: Store, **fields: Any) -> None:
            pa.Table.from_pylist([row], schema=SUBSCRIPTIONS_SCHEMA))  # fmt: skip
 
 
-def _write_targets(store: Store, name: str, targets: Targets, *, replace: bool) -> None:
+def _write_targets(store: Store, name: str, targets: Targets) -> None:
+    """Replace the subscription's partition (also on add: a crash after the targets but before
+    the `added` event leaves rows a retry must not add to)."""
     import polars as pl
     from deltalake import write_deltalake
 
@@ -196,11 +198,8 @@ def _write_targets(store: Store, name: str, targets: Targets, *, replace: bool) 
         request_row=pl.col("request_row").cast(pl.Int64), code=pl.col("code"),
     )  # fmt: skip
     table = frame.to_arrow().cast(TARGETS_SCHEMA)
-    if replace:
-        write_deltalake(str(root), table, mode="overwrite", partition_by=["subscription"],
-                        predicate=f"subscription = '{name}'")  # fmt: skip
-    else:
-        write_deltalake(str(root), table, mode="append", partition_by=["subscription"])
+    write_deltalake(str(root), table, mode="overwrite", partition_by=["subscription"],
+                    predicate=f"subscription = '{name}'")  # fmt: skip
 
 
 def default_name(subs: dict[str, Subscription], agency: str, affair: str) -> str:
@@ -245,7 +244,7 @@ def add_subscription(
             raise UsageError(f"--name '{name}': already used by a subscription (names are never "
                              "reused)")  # fmt: skip
         watermark = store.journal_head().batch
-        _write_targets(store, name, targets, replace=False)
+        _write_targets(store, name, targets)
         _event(store, name=name, event="added", at=now, agency=agency, affair=affair,
                interval=interval, kind=targets.kind, watermark=watermark,
                targets=targets.codes.height, malformed=targets.malformed,
@@ -263,7 +262,7 @@ def replace_targets(store: Store, name: str, targets: Targets, *, now: dt.dateti
         authorize(store, agency=sub.agency, affair=sub.affair, function="push", columns=None,
                   parameters={"subscribe": "targets", "name": name, "targets": targets.source},
                   now=now)  # fmt: skip
-        _write_targets(store, name, targets, replace=True)
+        _write_targets(store, name, targets)
         _event(store, name=name, event="targets", at=now, agency=sub.agency, affair=sub.affair,
                interval=sub.interval, kind=targets.kind, targets=targets.codes.height,
                malformed=targets.malformed, source=targets.source,
