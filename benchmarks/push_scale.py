@@ -89,7 +89,8 @@ def _targets(store: Store, subscriptions: int, total: int, seed: int) -> list[np
         filler = np.empty(0, dtype=np.int64)
         while len(filler) < per - real:  # valid My Numbers never issued to anyone
             drawn = with_check_digit(rng.integers(10**9, 10**11, size=per - real), "my_number")
-            drawn = drawn[~np.isin(drawn, issued, assume_unique=False)]
+            at = np.minimum(np.searchsorted(issued, drawn), len(issued) - 1)
+            drawn = drawn[issued[at] != drawn]
             filler = np.concatenate([filler, drawn])[: per - real]
         codes = np.concatenate([chosen, filler]).astype(np.int64)
         rng.shuffle(codes)

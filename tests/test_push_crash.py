@@ -137,7 +137,8 @@ def copy(scenario: Scenario, tmp_path: Path) -> Path:
 
 SLOW = pytest.mark.slow
 POINTS = ["staged:1", pytest.param("staged:3", marks=SLOW), pytest.param("file:1", marks=SLOW),
-          "file:2", pytest.param("file:3", marks=SLOW), "manifest:2", "provisions", "requests",
+          "file:2", pytest.param("file:3", marks=SLOW), pytest.param("manifest:2", marks=SLOW),
+          "provisions", "requests",
           "runs", pytest.param("unstaged", marks=SLOW)]  # fmt: skip
 
 
