@@ -186,16 +186,14 @@ def _sha256(path: Path) -> str:
 def _commit(store: Store, runs: list[Staged], checkpoint: Checkpoint) -> None:
     """Provision records, then request rows, then `push_runs` (each skipped for runs whose app
     transaction shows it committed already), then drop the staging."""
-    from engine.appends import transaction_versions
+    import pyarrow as pa
+
+    from engine.appends import append, transaction_versions
     from engine.provision import append_provisions, provision_rows
     from engine.requests import REQUESTS_SCHEMA, request_row
 
     if not runs:
         return
-    import pyarrow as pa
-
-    from engine.appends import append
-
     apps = [app_id(r.subscription) for r in runs]
     done = transaction_versions(store.table_path("provisions"), apps)
     todo = [r for r in runs if r.rows and done[app_id(r.subscription)] < r.number]

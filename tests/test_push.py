@@ -5,24 +5,37 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import tempfile
 from pathlib import Path
 from typing import Any
 
+import hypothesis.strategies as st
 import polars as pl
 import pytest
-from agency import NOW, requester, run_juki, write_request
-from builders import my_number, person, resident_code, row
+from agency import NOW, load, requester, run_juki, write_request
+from builders import my_number, person, resident_code, row, write_csv
+from hypothesis import given
 from pushing import T0, T1, T2, World, delivered, everyone, push, subscribe
+from read_oracle import History
+from read_oracle import changes as oracle_changes
+from stories import Story, ingest_at, property_settings, stories
+from test_lookup import junk, story_codes
 
-from engine.access import load_registry
+from engine.access import authorize, load_registry
 from engine.errors import AccessRefused, UsageError
 from engine.provision import records_of
 from engine.push import is_due, period_of, read_runs, run_id_of
 from engine.requests import list_requests
 from engine.resolve import batch_stamp
-from engine.subscriptions import read_subscriptions, remove_subscription, replace_targets
+from engine.store import Store
+from engine.subscriptions import (
+    add_subscription,
+    read_subscriptions,
+    remove_subscription,
+    replace_targets,
+)
 from loaders.outputs import OutputOptions
-from loaders.push import PushRefused, pull, read_targets, redeliver
+from loaders.push import PushRefused, pull, read_targets, redeliver, run_push
 from loaders.services import run_changes
 
 HOUR = dt.timedelta(hours=1)
@@ -401,3 +414,39 @@ def test_a_million_targets_are_stored_as_codes_and_matched(world: World) -> None
     stored = pl.scan_delta(str(world.store.table_path("targets"))).collect()
     assert stored.schema["code"] == pl.Int64 and stored.height == 1_000_000
     assert got.select("request_row", "reasons").rows() == [(765_433, ["D3"])]
+
+
+@property_settings(6)
+@given(story=stories(max_batches=4), data=st.data())
+def test_every_run_agrees_with_the_changes_oracle_over_its_window(
+    story: Story, data: st.DataObject
+) -> None:
+    """Runs between the batches of a random story (births, moves, code changes, deaths, X1s):
+    each file holds what the independent oracle of `juki changes` gives over the run's window."""
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        store = Store(root / "store")
+        kind = data.draw(st.sampled_from(["my_number", "resident_code"]))
+        agency = data.draw(st.sampled_from(["JPS", "TOKYO"]))
+        codes = data.draw(st.lists(st.sampled_from(story_codes(story, kind) + junk(kind)),
+                                   min_size=1, max_size=10))  # fmt: skip
+        stamps = [*story.stamps]
+        for i, (stamp, batch) in enumerate(zip(stamps, story.batches, strict=True)):
+            ingest_at(store, write_csv(root / f"b{i}.csv", batch), stamp)
+            if i == 0:
+                load(store, root)
+                path = write_request(root / "targets.csv", kind, codes)
+                sub = add_subscription(store, read_targets(path), agency=agency,
+                                       affair="pension-change", interval="daily", name=None,
+                                       now=NOW)  # fmt: skip
+                continue
+            summary = run_push(store, at=stamp + HOUR)
+            got = pl.read_parquet(store.path / summary.delivered[0].file)
+            grant = authorize(store, agency=agency, affair="pension-change", function="push",
+                              columns=None, parameters={}, now=NOW)  # fmt: skip
+            expected = oracle_changes(History(store), kind, codes, since=stamps[i - 1],
+                                      until=stamp, columns=list(grant.columns),
+                                      prefecture=grant.prefecture,
+                                      protected_access=grant.protected_access)  # fmt: skip
+            assert got.to_dicts() == expected, f"{agency} {kind} run {i}\n{story.describe()}"
+        assert sub.name == f"{agency}-pension-change-1"
