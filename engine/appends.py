@@ -35,17 +35,42 @@ def ensure_table(root: Path, schema: pa.Schema, partition_by: list[str] | None =
             raise
 
 
-def append(root: Path, table: pa.Table, partition_by: list[str] | None = None) -> None:
-    """Append rows to the table (created first if missing)."""
-    from deltalake import write_deltalake
+def append(
+    root: Path,
+    table: pa.Table,
+    partition_by: list[str] | None = None,
+    transactions: dict[str, int] | None = None,
+) -> None:
+    """Append rows to the table (created first if missing).
+
+    `transactions` (app id → version) are committed with the rows as Delta app transactions,
+    so a writer can later tell whether this append happened (`transaction_version`).
+    """
+    from deltalake import CommitProperties, Transaction, write_deltalake
     from deltalake.exceptions import CommitFailedError
 
     ensure_table(root, table.schema, partition_by)
+    properties = None
+    if transactions:
+        properties = CommitProperties(app_transactions=[
+            Transaction(app_id=app, version=version) for app, version in transactions.items()
+        ])  # fmt: skip
     for attempt in range(ATTEMPTS):
         try:
-            write_deltalake(str(root), table, mode="append", partition_by=partition_by)
+            write_deltalake(str(root), table, mode="append", partition_by=partition_by,
+                            commit_properties=properties)  # fmt: skip
             return
         except CommitFailedError:
             if attempt + 1 == ATTEMPTS:
                 raise
             time.sleep(0.05 * (attempt + 1))
+
+
+def transaction_versions(root: Path, apps: list[str]) -> dict[str, int]:
+    """The last committed version of each app transaction (0 when none, or no table yet)."""
+    from deltalake import DeltaTable
+
+    if not _exists(root):
+        return dict.fromkeys(apps, 0)
+    table = DeltaTable(str(root))
+    return {app: int(table.transaction_version(app) or 0) for app in apps}

@@ -1,64 +1,240 @@
-"""The periodic change check (定期照会, SPEC §5 `juki changes`).
+"""The periodic change check (定期照会, SPEC §5 `juki changes`), shared with push (SPEC §5a).
 
 For each target with notifications recorded in the window (since < recorded_at ≤ until): the
 reasons in application order (cancelled notifications and the X1 itself included), the first
 and last change dates, the record as known at `until` and the previous name and address as known
 at `since`.
 
+A window is a range of journal batches (after < batch ≤ upto): `recorded_at` is stamped once per
+batch and strictly increases, so the batches recorded in (since, until] are exactly such a range,
+and a held row released late is in the batch that released it. `juki changes` turns its instants
+into batches; a push run keeps its watermark as a batch.
+
 Fast path (DESIGN W1): the window's notifications are few (≈ 1.7 M a month) and the targets
 many (≈ 100 M). Collect every code the window's persons ever held, parse the targets to int64
 and semi-join them against that small set; only the hits get records, previous values and
-provision records. The targets are never resolved in full nor joined with `current`.
+provision records. The targets are never resolved in full nor joined with `current`. A push run
+shares one window, one code set and one history read among all its subscriptions.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass, field
 
 import polars as pl
 
 from engine.access import Grant, in_scope, provided_columns, withhold
 from engine.dates import japan_date
 from engine.history import effective_on, scan_history
-from engine.resolve import CodeColumn, codes_of_persons, known_batch, parse_codes
+from engine.resolve import CodeColumn, batch_stamp, codes_of_persons, known_batch, parse_codes
 from engine.schema import RECORD_COLUMNS
 from engine.store import Store
 
 PREVIOUS = ("surname", "given_name", "address", "municipality_code")
 OWN_COLUMNS = ["reasons", "first_change_date", "last_change_date"]
+HISTORY_COLUMNS = ["batch", "apply_order", "reason", "change_date", "seq",
+                   "cancels_municipality_code", "cancels_seq", "person", *RECORD_COLUMNS]  # fmt: skip
 
 
-def window_rows(store: Store, *, since: dt.datetime, until: dt.datetime) -> pl.DataFrame:
-    """Every notification applied in the window, in application order."""
+@dataclass
+class Window:
+    """The notifications applied in batches after < batch ≤ upto, in application order.
+
+    `since_date`/`until_date` are the Japan-time dates of the window's bounds (the dates the
+    previous and current versions are read on); codes match as known at `codes_upto` (None: now).
+    """
+
+    after: int
+    upto: int
+    since_date: dt.date
+    until_date: dt.date
+    rows: pl.DataFrame
+    codes_upto: int | None = None
+    _codes: dict[str, pl.DataFrame] = field(default_factory=dict, repr=False)
+    _summary: pl.DataFrame | None = field(default=None, repr=False)
+
+    def persons(self) -> pl.Series:
+        return self.rows["person"].unique()
+
+    def codes(self, store: Store, kind: CodeColumn) -> pl.DataFrame:
+        """(code, person) of every code of the kind the window's persons ever held (cached)."""
+        if kind not in self._codes:
+            if self.rows.is_empty():
+                self._codes[kind] = pl.DataFrame(schema={"code": pl.Int64, "person": pl.Int64})
+            else:
+                self._codes[kind] = codes_of_persons(
+                    store, self.persons(), kind, upto_batch=self.codes_upto
+                ).unique("code")
+        return self._codes[kind]
+
+    def narrow(self, store: Store, *, after: int) -> Window:
+        """The later window after < batch ≤ self.upto, reusing this window's rows and codes."""
+        since = batch_stamp(store, after)
+        rows = self.rows.filter(pl.col("batch") > after)
+        keep = rows["person"].unique().implode()
+        return Window(
+            after=max(after, self.after), upto=max(self.upto, after),
+            since_date=japan_date(since) if since is not None else dt.date(1, 1, 1),
+            until_date=self.until_date, rows=rows, codes_upto=self.codes_upto,
+            _codes={k: c.filter(pl.col("person").is_in(keep)) for k, c in self._codes.items()},
+        )  # fmt: skip
+
+    def summary(self) -> pl.DataFrame:
+        """Per person of the window: reasons, first and last change dates, last resident code."""
+        if self._summary is None:
+            self._summary = self.rows.group_by("person", maintain_order=True).agg(
+                reasons=pl.col("reason"),
+                first_change_date=pl.col("change_date").min(),
+                last_change_date=pl.col("change_date").max(),
+                _last_code=pl.col("resident_code").last(),
+            )
+        return self._summary
+
+
+def window_rows(store: Store, *, after: int, upto: int) -> pl.DataFrame:
+    """Every notification applied in batches after < batch ≤ upto, in application order."""
     return (
         scan_history(store)
-        .filter((pl.col("recorded_at") > since) & (pl.col("recorded_at") <= until))
+        .filter((pl.col("batch") > after) & (pl.col("batch") <= upto))
         .select("person", "batch", "apply_order", "reason", "change_date", "resident_code")
         .sort("batch", "apply_order")
         .collect()
     )
 
 
-def hits(
-    store: Store, targets: pl.DataFrame, kind: CodeColumn, persons: pl.Series
-) -> pl.DataFrame:
-    """(request_row, person) of the targets naming a person of the window, in request order.
+def window_of_batches(
+    store: Store, *, after: int, upto: int, codes_upto: int | None = None
+) -> Window:
+    """The window after < batch ≤ upto (empty when upto ≤ after), dated by its batches' stamps."""
+    since, until = batch_stamp(store, after), batch_stamp(store, upto)
+    never = dt.date(1, 1, 1)
+    return Window(
+        after=after, upto=max(upto, after),
+        since_date=japan_date(since) if since is not None else never,
+        until_date=japan_date(until) if until is not None else never,
+        rows=window_rows(store, after=after, upto=upto), codes_upto=codes_upto,
+    )  # fmt: skip
 
-    Codes are matched as known now (changes has no --known-at), retired ones included.
-    """
-    codes = codes_of_persons(store, persons, kind, upto_batch=None)
-    return (
-        targets.lazy()
-        .select("request_row", code=parse_codes(pl.col("code"), kind))
-        .join(codes.lazy(), on="code", how="inner", maintain_order="left")
-        .select("request_row", "person")
-        .collect(engine="in-memory")  # the streaming engine keeps join order far more slowly
+
+def window_between(store: Store, *, since: dt.datetime, until: dt.datetime) -> Window:
+    """The window since < recorded_at ≤ until of `juki changes` (codes matched as known now)."""
+    after, upto = known_batch(store, since) or 0, known_batch(store, until) or 0
+    return Window(after=after, upto=max(upto, after), since_date=japan_date(since),
+                  until_date=japan_date(until), rows=window_rows(store, after=after, upto=upto))  # fmt: skip
+
+
+def match_codes(targets: pl.LazyFrame, codes: pl.DataFrame) -> pl.DataFrame:
+    """(request_row, person) of the targets (`request_row`, int64 `code`) naming one of `codes`
+    (`code`, `person`), in request order. The targets stream through a semi-join against the
+    small code set (DESIGN W1); only the hits are joined and sorted."""
+    if codes.is_empty():
+        return pl.DataFrame(schema={"request_row": pl.Int64, "person": pl.Int64})
+    hit = (
+        targets.select("request_row", "code")
+        .filter(pl.col("code").is_in(codes["code"].implode()))
+        .collect(engine="streaming")
     )
+    return (
+        hit.join(codes, on="code", how="inner")
+        .sort("request_row", maintain_order=True)
+        .select(pl.col("request_row").cast(pl.Int64), pl.col("person").cast(pl.Int64))
+    )
+
+
+def hits(store: Store, window: Window, targets: pl.DataFrame, kind: CodeColumn) -> pl.DataFrame:
+    """(request_row, person) of the targets (`request_row`, `code` text) naming a window person."""
+    parsed = targets.lazy().select("request_row", code=parse_codes(pl.col("code"), kind))
+    return match_codes(parsed, window.codes(store, kind))
+
+
+def read_history(store: Store, persons: pl.Series, *, upto: int) -> pl.DataFrame:
+    """Whole histories of these persons up to batch `upto` (one journal scan)."""
+    return (
+        scan_history(store, upto_batch=upto)
+        .filter(pl.col("person").is_in(persons.implode()))
+        .select(HISTORY_COLUMNS)
+        .collect()
+    )
+
+
+def record_at(history: pl.DataFrame, *, upto: int, date: dt.date) -> pl.DataFrame:
+    """Per person the version in effect on `date` as known at batch `upto` (the record shown)."""
+    return effective_on(history.lazy().filter(pl.col("batch") <= upto), date,
+                        ["person", *RECORD_COLUMNS]).collect()  # fmt: skip
+
+
+def previous_at(history: pl.DataFrame, *, after: int, date: dt.date) -> pl.DataFrame:
+    """Per person the previous_* values: the version on `date` as known at batch `after`."""
+    return (
+        effective_on(history.lazy().filter(pl.col("batch") <= after), date,
+                     ["person", *PREVIOUS])
+        .select("person", *[pl.col(c).alias(f"previous_{c}") for c in PREVIOUS])
+        .collect()
+    )  # fmt: skip
 
 
 def previous_names(grant: Grant) -> list[str]:
     """previous_* columns appear only where the column they precede is in the output."""
     return [f"previous_{c}" for c in PREVIOUS if c in grant.columns]
+
+
+def output_columns(grant: Grant) -> list[str]:
+    return ["request_row", *grant.output_columns, *OWN_COLUMNS, *previous_names(grant)]
+
+
+def empty_output(grant: Grant) -> pl.DataFrame:
+    """Zero rows with the columns and types a change check gives under the grant."""
+    import pyarrow as pa
+
+    from engine.schema import RECORD_FIELDS
+
+    record = pl.DataFrame(pa.schema(RECORD_FIELDS).empty_table())
+    return record.select(
+        pl.lit(None, pl.Int64).alias("request_row"), *grant.output_columns,
+        reasons=pl.lit(None, pl.List(pl.String)), first_change_date=pl.lit(None, pl.Date),
+        last_change_date=pl.lit(None, pl.Date),
+        **{f"previous_{c}": pl.lit(None, pl.String) for c in PREVIOUS},
+    ).clear().select(output_columns(grant))  # fmt: skip
+
+
+def assemble(
+    found: pl.DataFrame,
+    summary: pl.DataFrame,
+    now: pl.DataFrame,
+    before: pl.DataFrame,
+    grant: Grant,
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(output rows, provided records) of the hits under the grant (scope, protected persons)."""
+    rows = (
+        found.lazy()
+        .join(summary.lazy(), on="person", how="left", maintain_order="left")
+        .join(now.lazy().with_columns(_has_version=pl.lit(True)), on="person", how="left",
+              maintain_order="left")
+        .join(before.lazy(), on="person", how="left", maintain_order="left")
+        .filter(in_scope(grant) if grant.prefecture is not None else pl.lit(True))
+        .with_columns(protected=pl.when(pl.col("_has_version"))
+                      .then(pl.col("protected").fill_null(False)))
+    )  # fmt: skip
+    rows = withhold(rows, grant, extra=("previous_address", "previous_municipality_code"))
+    result = rows.sort("request_row", maintain_order=True).collect(engine="in-memory")
+    provided = result.select(
+        resident_code=pl.coalesce("resident_code", "_last_code"),
+        columns=provided_columns(grant),
+    )
+    return result.select(output_columns(grant)), provided
+
+
+def changes_in(
+    store: Store, window: Window, found: pl.DataFrame, grant: Grant
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(output rows, provided records) of hits found in one window."""
+    # Every hit person has notifications in the window: read their whole histories once (one
+    # journal scan), and take both versions from them, never from `current`.
+    history = read_history(store, found["person"].unique(), upto=window.upto)
+    now = record_at(history, upto=window.upto, date=window.until_date)
+    before = previous_at(history, after=window.after, date=window.since_date)
+    return assemble(found, window.summary(), now, before, grant)
 
 
 def changes(
@@ -70,51 +246,9 @@ def changes(
     since: dt.datetime,
     until: dt.datetime,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """(output rows, provided records) for the targets (`request_row`, `code` text)."""
-    window = window_rows(store, since=since, until=until)
-    found = hits(store, targets, kind, window["person"].unique())
-    persons = found["person"].unique()
-    summary = (
-        window.filter(pl.col("person").is_in(persons.implode()))
-        .group_by("person", maintain_order=True)
-        .agg(
-            reasons=pl.col("reason"),
-            first_change_date=pl.col("change_date").min(),
-            last_change_date=pl.col("change_date").max(),
-            _last_code=pl.col("resident_code").last(),
-        )
-    )
-    # Every hit person has notifications after `since`: read their whole histories once (one
-    # journal scan), and take both versions from them, never from `current`.
-    history = (
-        scan_history(store)
-        .filter(pl.col("person").is_in(persons.implode()))
-        .select("batch", "apply_order", "reason", "change_date", "seq",
-                "cancels_municipality_code", "cancels_seq", "person", *RECORD_COLUMNS)
-        .collect()
-    )  # fmt: skip
-    upto_until, upto_since = known_batch(store, until), known_batch(store, since)
-    now = effective_on(history.lazy().filter(pl.col("batch") <= upto_until), japan_date(until),
-                       ["person", *RECORD_COLUMNS])  # fmt: skip
-    before = effective_on(
-        history.lazy().filter(pl.col("batch") <= upto_since), japan_date(since),
-        ["person", *PREVIOUS],
-    ).select("person", *[pl.col(c).alias(f"previous_{c}") for c in PREVIOUS])
-    rows = (
-        found.lazy()
-        .join(summary.lazy(), on="person", how="left", maintain_order="left")
-        .join(now.with_columns(_has_version=pl.lit(True)), on="person", how="left",
-              maintain_order="left")
-        .join(before, on="person", how="left", maintain_order="left")
-        .filter(in_scope(grant) if grant.prefecture is not None else pl.lit(True))
-        .with_columns(protected=pl.when(pl.col("_has_version"))
-                      .then(pl.col("protected").fill_null(False)))
-    )  # fmt: skip
-    rows = withhold(rows, grant, extra=("previous_address", "previous_municipality_code"))
-    result = rows.sort("request_row", maintain_order=True).collect(engine="in-memory")
-    provided = result.select(
-        resident_code=pl.coalesce("resident_code", "_last_code"),
-        columns=provided_columns(grant),
-    )
-    columns = ["request_row", *grant.output_columns, *OWN_COLUMNS, *previous_names(grant)]
-    return result.select(columns), provided
+    """(output rows, provided records) for the targets (`request_row`, `code` text).
+
+    Codes are matched as known now (changes has no --known-at), retired ones included.
+    """
+    window = window_between(store, since=since, until=until)
+    return changes_in(store, window, hits(store, window, targets, kind), grant)

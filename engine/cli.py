@@ -816,6 +816,13 @@ def codes_draw(
     return 0
 
 
+# -- push (SPEC §5a): the commands live in engine/cli_push.py -----------------------------------
+from engine.cli_push import push_app, subscribe_app  # noqa: E402
+
+app.add_typer(subscribe_app, name="subscribe")
+app.add_typer(push_app, name="push")
+
+
 # -- entry point -------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> None:
     """Console script: run the app, map errors to exit codes, end with os._exit."""

@@ -46,33 +46,59 @@ def bucket_of(resident_code: str) -> int:
     return int(resident_code) % BUCKETS
 
 
-def record_provisions(
-    store: Store, provided: pl.DataFrame, grant: Grant, *, provided_at: dt.datetime
+def provision_rows(
+    provided: pl.DataFrame,
+    *,
+    agency: str,
+    affair: str,
+    function: str,
+    request_id: str,
+    provided_at: dt.datetime,
+) -> pl.DataFrame:
+    """The records of one request's provided rows (`provided`: `resident_code`, `columns`)."""
+    import polars as pl
+
+    return provided.select(
+        resident_code=pl.col("resident_code"),
+        provided_at=pl.lit(provided_at).dt.cast_time_unit("us").dt.convert_time_zone("UTC"),
+        agency=pl.lit(agency),
+        affair=pl.lit(affair),
+        function=pl.lit(function),
+        columns=pl.col("columns"),
+        request_id=pl.lit(request_id),
+        bucket=(pl.col("resident_code").cast(pl.Int64) % BUCKETS).cast(pl.Int32),
+        year=pl.lit(provided_at.astimezone(dt.UTC).year, pl.Int32),
+    )
+
+
+def append_provisions(
+    store: Store, records: pl.DataFrame, *, transactions: dict[str, int] | None = None
 ) -> int:
-    """Append one record per provided row (`provided`: `resident_code`, `columns`)."""
+    """Append records (of one or more requests) in one commit, sorted by bucket then
+    resident_code (fixed width: numeric order is text order)."""
     import polars as pl
 
     from engine.appends import append
 
+    if records.is_empty() and not transactions:
+        return 0
+    frame = records.sort("bucket", pl.col("resident_code").cast(pl.Int64), "request_id")
+    table = frame.to_arrow().cast(PROVISIONS_SCHEMA)
+    append(store.table_path("provisions"), table, partition_by=["bucket", "year"],
+           transactions=transactions)  # fmt: skip
+    return frame.height
+
+
+def record_provisions(
+    store: Store, provided: pl.DataFrame, grant: Grant, *, provided_at: dt.datetime
+) -> int:
+    """Append one record per provided row (`provided`: `resident_code`, `columns`)."""
     if provided.is_empty():
         return 0
-    code = pl.col("resident_code").cast(pl.Int64)
-    frame = (
-        provided.with_columns(_code=code).sort(code % BUCKETS, "_code").select(
-            resident_code=pl.col("resident_code"),
-            provided_at=pl.lit(provided_at).dt.cast_time_unit("us").dt.convert_time_zone("UTC"),
-            agency=pl.lit(grant.agency.code),
-            affair=pl.lit(grant.affair.code),
-            function=pl.lit(grant.function),
-            columns=pl.col("columns"),
-            request_id=pl.lit(grant.request_id),
-            bucket=(pl.col("_code") % BUCKETS).cast(pl.Int32),
-            year=pl.lit(provided_at.astimezone(dt.UTC).year, pl.Int32),
-        )
-    )  # sorted by bucket, then resident_code (fixed width: numeric order is text order)
-    table = frame.to_arrow().cast(PROVISIONS_SCHEMA)
-    append(store.table_path("provisions"), table, partition_by=["bucket", "year"])
-    return frame.height
+    records = provision_rows(provided, agency=grant.agency.code, affair=grant.affair.code,
+                             function=grant.function, request_id=grant.request_id,
+                             provided_at=provided_at)  # fmt: skip
+    return append_provisions(store, records)
 
 
 @dataclass(frozen=True)

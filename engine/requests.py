@@ -55,7 +55,33 @@ def record_request(
     """Append one request row."""
     from engine.appends import append
 
-    row = {
+    row = request_row(
+        request_id=request_id, requested_at=requested_at, agency=agency, affair=affair,
+        function=function, parameters=parameters, columns=columns, status=status,
+        refused_reason=refused_reason, rows=rows, output=output, output_sha256=output_sha256,
+        finished_at=finished_at,
+    )  # fmt: skip
+    append(store.table_path("requests"), pa.Table.from_pylist([row], schema=REQUESTS_SCHEMA))
+
+
+def request_row(
+    *,
+    request_id: str,
+    requested_at: dt.datetime,
+    agency: str,
+    affair: str,
+    function: str,
+    parameters: dict[str, Any],
+    columns: list[str] | tuple[str, ...],
+    status: str,
+    refused_reason: str | None = None,
+    rows: int = 0,
+    output: str | None = None,
+    output_sha256: str | None = None,
+    finished_at: dt.datetime | None = None,
+) -> dict[str, Any]:
+    """One row of the `requests` table (REQUESTS_SCHEMA)."""
+    return {
         "request_id": request_id, "requested_at": requested_at, "agency": agency,
         "affair": affair, "function": function,
         "parameters": json.dumps(parameters, ensure_ascii=False, sort_keys=True, default=str),
@@ -63,7 +89,6 @@ def record_request(
         "rows": rows, "output": output, "output_sha256": output_sha256,
         "finished_at": finished_at or requested_at,
     }  # fmt: skip
-    append(store.table_path("requests"), pa.Table.from_pylist([row], schema=REQUESTS_SCHEMA))
 
 
 def list_requests(

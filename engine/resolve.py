@@ -72,6 +72,20 @@ def known_batch(store: Store, known_at: dt.datetime | None) -> int | None:
     return int(found) if found is not None else 0
 
 
+def batch_stamp(store: Store, batch: int) -> dt.datetime | None:
+    """The `recorded_at` of a journal batch (None for batch 0: before the first batch)."""
+    if batch <= 0:
+        return None
+    found = (
+        pl.scan_delta(str(store.table_path("journal")))
+        .filter(pl.col("batch") == batch)
+        .select(pl.col("recorded_at").max())
+        .collect()
+        .item()
+    )
+    return found
+
+
 def scan_codes(store: Store, kind: CodeColumn, *, upto_batch: int | None) -> pl.LazyFrame:
     """(code, person) of every code of the kind issued up to the batch bound."""
     codes = pl.scan_delta(str(store.table_path("codes"))).filter(

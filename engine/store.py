@@ -135,10 +135,15 @@ class Store:
 
     # -- the writer lock -----------------------------------------------------------------------
     @contextlib.contextmanager
-    def writer(self, command: str, *, wait: bool = False) -> Iterator[None]:
-        """Hold the store's exclusive writer lock; a second writer exits 5 naming the holder."""
+    def writer(
+        self, command: str, *, wait: bool = False, lock: str = ".writer.lock"
+    ) -> Iterator[None]:
+        """Hold the store's exclusive writer lock; a second writer exits 5 naming the holder.
+
+        `lock` names another lock file for writers of other tables (push: `.push.lock`).
+        """
         self.path.mkdir(parents=True, exist_ok=True)
-        lock_path = self.path / ".writer.lock"
+        lock_path = self.path / lock
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))

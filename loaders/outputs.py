@@ -149,15 +149,22 @@ def write_output(
     data, replaced = render(frame, options)
     digest = hashlib.sha256(data).hexdigest()
     write_atomically(options.path, data)
+    text = manifest_bytes(manifest, options, rows=frame.height, sha256=digest, replaced=replaced)
+    write_atomically(options.manifest_path, text)
+    return Written(options.path, frame.height, digest, replaced)
+
+
+def manifest_bytes(
+    manifest: dict[str, Any], options: OutputOptions, *, rows: int, sha256: str, replaced: int
+) -> bytes:
+    """The manifest's bytes: `manifest` + file name, format, encoding, rows, SHA-256."""
     body = {
         **manifest,
         "file": options.path.name,
         "format": options.format,
         "encoding": options.encoding if options.format == "csv" else None,
-        "rows": frame.height,
-        "sha256": digest,
+        "rows": rows,
+        "sha256": sha256,
         "replaced_characters": replaced,
     }
-    text = json.dumps(body, ensure_ascii=False, indent=2, default=str) + "\n"
-    write_atomically(options.manifest_path, text.encode("utf-8"))
-    return Written(options.path, frame.height, digest, replaced)
+    return (json.dumps(body, ensure_ascii=False, indent=2, default=str) + "\n").encode("utf-8")
