@@ -816,6 +816,12 @@ def codes_draw(
     return 0
 
 
+# -- scheduled jobs (SPEC §5b): engine/cli_jobs.py ------------------------------------------------
+from engine.cli_jobs import jobs_app  # noqa: E402
+
+app.add_typer(jobs_app, name="job")
+
+
 # -- entry point -------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> None:
     """Console script: run the app, map errors to exit codes, end with os._exit."""
