@@ -18,9 +18,10 @@ from pathlib import Path, PurePath
 from typing import Annotated, Any
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
+from rich.table import Column, Table
 
 from engine.jobs import ArgRole, Classify
 
@@ -30,6 +31,9 @@ jobs_app = typer.Typer(
     no_args_is_help=True,
 )
 out = Console(highlight=False, soft_wrap=True)
+# Tables of runs carry paths and error lines: when stdout is a file or a pipe (cron, a log), do
+# not squeeze them into 80 columns.
+wide = out if out.is_terminal else Console(highlight=False, width=200)
 
 StoreOpt = Annotated[
     Path,
@@ -128,7 +132,7 @@ def job_list(jobs: JobsOpt = None, json_out: JsonOpt = False,
         r = last.get(n)
         table.add_row(escape(n), j.schedule, escape(shlex.join(j.command)),
                       f"{r.period} {r.status}" if r else "")  # fmt: skip
-    out.print(table)
+    wide.print(table)
     _line(f"{len(defined)} job(s) in {path}" if path.is_file() else f"no jobs: no file {path}")
     return 0
 
@@ -153,17 +157,17 @@ def job_history(
     if json_out:
         _json([r.to_json() for r in runs])
         return 0
-    table = Table("started (JST)", "job", "period", "status", "exit", "rows", "s",
-                  "outputs / error")  # fmt: skip
+    table = Table(*(Column(h, no_wrap=True) for h in ("started (JST)", "job", "period", "status")),
+                  "exit", "rows", Column("outputs / error", overflow="fold"),
+                  box=box.SIMPLE_HEAD)  # fmt: skip
     for r in runs:
         style = {"failed": "red", "running": "yellow"}.get(r.status, "")
         detail = r.error if r.status == "failed" else ", ".join(r.outputs) or (r.message or "")
-        table.add_row(f"{r.started_at.astimezone(JST):%Y-%m-%d %H:%M:%S}", escape(r.job), r.period,
+        table.add_row(f"{r.started_at.astimezone(JST):%Y-%m-%d %H:%M}", escape(r.job), r.period,
                       f"[{style}]{r.status}[/{style}]" if style else r.status,
                       "" if r.exit_code is None else str(r.exit_code),
-                      "" if r.rows is None else f"{r.rows:,}",
-                      "" if r.seconds is None else f"{r.seconds:.1f}", escape(detail or ""))  # fmt: skip
-    out.print(table)
+                      "" if r.rows is None else f"{r.rows:,}", escape(detail or ""))  # fmt: skip
+    wide.print(table)
     _line(f"{len(runs)} run(s)" + (f" of job {name}" if name else ""))
     return 0
 

@@ -192,16 +192,26 @@ def _alive(path: Path, run_id: str) -> bool:
         return False
     if holder.get("host") != socket.gethostname():
         return True  # cannot tell from here: trust the record
-    for pid in (holder.get("pid"), holder.get("child")):
-        if isinstance(pid, int) and pid > 0:
-            try:
-                os.kill(pid, 0)
-                return True
-            except ProcessLookupError:
-                continue
-            except PermissionError:
-                return True
-    return False
+    return any(_process_alive(p) for p in (holder.get("pid"), holder.get("child")))
+
+
+def _process_alive(pid: object) -> bool:
+    """Whether a process runs (a zombie does not: it has closed its files, the lock included)."""
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    if Path("/proc/self/stat").exists():
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                return f.read().rsplit(b")", 1)[1].split()[0] not in (b"Z", b"X")
+        except (OSError, IndexError):
+            return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class JobLock:
