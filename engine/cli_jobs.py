@@ -38,13 +38,13 @@ wide = out if out.is_terminal else Console(highlight=False, width=200)
 StoreOpt = Annotated[
     Path,
     typer.Option("--store", envvar="JUKI_STORE", help="Store directory (env JUKI_STORE).",
-                 show_default=True),  # fmt: skip
+                 show_default=True),
 ]
 DEFAULT_STORE = Path("juki-store")
 JobsOpt = Annotated[
     Path | None,
     typer.Option("--jobs", help="Jobs file (TOML, one job table each); default <store>/jobs.toml, "
-                 "where a missing file means no jobs.", show_default=False),  # fmt: skip
+                 "where a missing file means no jobs.", show_default=False),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")]
 OUTPUT_OPTIONS = ("--out", "--plot")  # path options whose files a run writes
@@ -73,10 +73,10 @@ def job_run(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="The job's name in the jobs file.")],
     period: Annotated[str, typer.Option("--period", help="YYYY-MM-DD (daily), YYYY-Www (weekly, "
-                                        "ISO week from Monday) or YYYY-MM (monthly).")],  # fmt: skip
+                                        "ISO week from Monday) or YYYY-MM (monthly).")],
     jobs: JobsOpt = None,
     force: Annotated[bool, typer.Option("--force", help="Run even if the period already "
-                                        "succeeded.")] = False,  # fmt: skip
+                                        "succeeded.")] = False,
     store: StoreOpt = DEFAULT_STORE,
 ) -> int:
     """Run a job for a period on this store, recorded in job_runs; exits with its command's code.
@@ -150,9 +150,12 @@ def job_history(
     Example: juki job history pension-monthly --limit 12 --json
     """
     from engine.dates import JST
+    from engine.errors import StoreUnavailable
     from engine.job_runs import read_runs
     from engine.store import Store
 
+    if not store.is_dir():
+        raise StoreUnavailable(f"{store}: no juki store here")
     runs = list(reversed(read_runs(Store(store), name)))[:limit]
     if json_out:
         _json([r.to_json() for r in runs])

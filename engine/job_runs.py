@@ -309,9 +309,10 @@ def run_job(
                      period_start=period.start, period_end=period.end, status="running",
                      started_at=started, command=invocation.args, jobs_file=str(job.jobs_file),
                      log=str(log), forced=force)  # fmt: skip
+        lock.note(run=run_id)  # before the record: history reads a `running` run as alive
         _record(store, run, clock)
         before = _stats(invocation.outputs)
-        code = _execute(invocation, store=store, log=log, lock=lock, run_id=run_id)
+        code = _execute(invocation, store=store, log=log, lock=lock)
         message = _last_line(log)
         written = _written(invocation.outputs, before)
         finished = replace(
@@ -323,8 +324,7 @@ def run_job(
         return RunOutcome(finished, skipped=False)
 
 
-def _execute(invocation: Invocation, *, store: Store, log: Path, lock: JobLock,
-             run_id: str) -> int:  # fmt: skip
+def _execute(invocation: Invocation, *, store: Store, log: Path, lock: JobLock) -> int:
     """Run the command to its end; its exit code (128 + n when killed by signal n).
 
     The child inherits the lock's descriptor (a flock belongs to the open file, so the lock
@@ -336,7 +336,7 @@ def _execute(invocation: Invocation, *, store: Store, log: Path, lock: JobLock,
             juki_argv(invocation.args), cwd=invocation.cwd, env=_child_env(store),
             stdin=subprocess.DEVNULL, stderr=stderr, pass_fds=(lock.fd,),
         )  # fmt: skip
-        lock.note(run=run_id, child=child.pid)
+        lock.note(child=child.pid)
         with _passing_sigterm(child):
             try:
                 code = child.wait()

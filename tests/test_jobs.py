@@ -56,33 +56,24 @@ def test_a_period_is_bounded_by_the_midnights_of_its_calendar_span_in_japan_time
     assert period.substitutions() == {"period": text, "period_start": start, "period_end": end}
 
 
+FORMS = {"daily": "a day YYYY-MM-DD", "weekly": "an ISO week YYYY-Www", "monthly": "a month YYYY-MM"}
+
+
 @pytest.mark.parametrize(
-    ("schedule", "text", "message"),
+    ("schedule", "text"),
     [
-        ("daily", "2026-11", "--period '2026-11': not a day YYYY-MM-DD (job 'j' is daily)"),
-        ("daily", "2026-W48", "--period '2026-W48': not a day YYYY-MM-DD (job 'j' is daily)"),
-        ("daily", "2026-11-31", "--period '2026-11-31': not a day YYYY-MM-DD (job 'j' is daily)"),
-        ("daily", "2025-02-29", "--period '2025-02-29': not a day YYYY-MM-DD (job 'j' is daily)"),
-        ("daily", "26-11-24", "--period '26-11-24': not a day YYYY-MM-DD (job 'j' is daily)"),
-        ("daily", "2026-11-24T00:00", "--period '2026-11-24T00:00': not a day YYYY-MM-DD "
-         "(job 'j' is daily)"),
-        ("weekly", "2026-11-23", "--period '2026-11-23': not an ISO week YYYY-Www "
-         "(job 'j' is weekly)"),
-        ("weekly", "2025-W53", "--period '2025-W53': not an ISO week YYYY-Www (job 'j' is weekly)"),
-        ("weekly", "2026-W00", "--period '2026-W00': not an ISO week YYYY-Www (job 'j' is weekly)"),
-        ("weekly", "2026-w48", "--period '2026-w48': not an ISO week YYYY-Www (job 'j' is weekly)"),
-        ("monthly", "2026-13", "--period '2026-13': not a month YYYY-MM (job 'j' is monthly)"),
-        ("monthly", "2026-11-01", "--period '2026-11-01': not a month YYYY-MM "
-         "(job 'j' is monthly)"),
-        ("monthly", "9999-12", "--period '9999-12': not a month YYYY-MM (job 'j' is monthly)"),
-        ("monthly", " 2026-11", "--period ' 2026-11': not a month YYYY-MM (job 'j' is monthly)"),
+        ("daily", "2026-11"), ("daily", "2026-W48"), ("daily", "2026-11-31"),
+        ("daily", "2025-02-29"), ("daily", "26-11-24"), ("daily", "2026-11-24T00:00"),
+        ("weekly", "2026-11-23"), ("weekly", "2025-W53"), ("weekly", "2026-W00"),
+        ("weekly", "2026-w48"), ("weekly", "2026-W5"),
+        ("monthly", "2026-13"), ("monthly", "2026-11-01"), ("monthly", "9999-12"),
+        ("monthly", " 2026-11"), ("monthly", "2026-1"),
     ],
 )  # fmt: skip
-def test_a_period_of_the_wrong_form_is_a_usage_error(schedule: str, text: str,
-                                                      message: str) -> None:  # fmt: skip
+def test_a_period_of_the_wrong_form_is_a_usage_error(schedule: str, text: str) -> None:
     with pytest.raises(UsageError) as e:
         parse_period(text, schedule, job="j")  # type: ignore[arg-type]
-    assert str(e.value) == message
+    assert str(e.value) == f"--period '{text}': not {FORMS[schedule]} (job 'j' is {schedule})"
     assert e.value.exit_code == 2
 
 
@@ -100,7 +91,7 @@ def test_consecutive_periods_tile_time_without_gap_or_overlap(day: dt.date, sche
 @settings(max_examples=300, deadline=None)
 @given(
     instant=st.datetimes(min_value=dt.datetime(1970, 1, 1), max_value=dt.datetime(2100, 1, 1),
-                         timezones=st.just(dt.UTC)),  # fmt: skip
+                         timezones=st.just(dt.UTC)),
     schedule=st.sampled_from(["daily", "weekly", "monthly"]),
 )
 def test_every_instant_is_in_exactly_one_period_start_excluded_end_included(
@@ -195,10 +186,10 @@ def test_a_missing_default_jobs_file_means_no_jobs_and_a_missing_named_one_is_a_
         ("[[job]]\nname = 'a'\nschedule = 'daily'\ncommand = ['check']\nshedule = 'x'",
          "job 1: unknown key 'shedule' (keys: name, schedule, command)"),
         ("[[job]]\nname = 'a'\nschedule = 'daily'\ncommand = ['check', '--out', 'c-{perod}.pq']",
-         "job 'a': command[2] 'c-{perod}.pq': unknown placeholder {perod} "
-         "(use {period}, {period_start}, {period_end})"),
-        ("[[job]]\nname = 'a'\nschedule = 'daily'\ncommand = ['check']\n"
-         "[[job]]\nname = 'a'\nschedule = 'weekly'\ncommand = ['check']",
+         ("job 'a': command[2] 'c-{perod}.pq': unknown placeholder {perod} "
+          "(use {period}, {period_start}, {period_end})")),
+        (("[[job]]\nname = 'a'\nschedule = 'daily'\ncommand = ['check']\n"
+          "[[job]]\nname = 'a'\nschedule = 'weekly'\ncommand = ['check']"),
          "job 2: name 'a' is not unique"),
     ],
 )  # fmt: skip

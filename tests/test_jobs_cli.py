@@ -20,10 +20,10 @@ from typing import Any
 
 import polars as pl
 import pytest
-from agency import REGISTRY
+from agency import NOW, REGISTRY
 from builders import CHIYODA, Municipality, person, resident_code, row, write_csv
 
-from engine.access import read_registry
+from engine.access import load_registry, read_registry
 from engine.dates import JST
 from engine.job_runs import DIED, JobRun, lock_path, read_runs
 from engine.jobs import parse_period
@@ -171,8 +171,8 @@ def test_an_unknown_job_a_wrong_period_and_a_missing_jobs_file_exit_2_recording_
 ) -> None:
     cases = [
         (("job", "run", "nightly", "--period", "2026-11-24"),
-         f"job 'nightly': not defined in {site.jobs} (jobs: registry-daily, registry-broken, "
-         "ingest-monthly, pension-monthly)"),
+         (f"job 'nightly': not defined in {site.jobs} (jobs: registry-daily, registry-broken, "
+          "ingest-monthly, pension-monthly)")),
         (("job", "run", "registry-daily", "--period", "2026-11"),
          "--period '2026-11': not a day YYYY-MM-DD (job 'registry-daily' is daily)"),
         (("job", "run", "ingest-monthly", "--period", "2026-W48"),
@@ -235,7 +235,7 @@ def test_a_months_ingest_and_change_check_run_as_jobs_recording_rows_and_outputs
     write_csv(inbox / "2024-02-1-13.csv", [row(chi, "A4", "2024-02-01", person(9))])
     pl.DataFrame({"resident_code": [resident_code(i) for i in (0, 1, 5)]}).write_csv(
         site.conf / "targets.csv")  # fmt: skip
-    assert site.juki("job", "run", "registry-daily", "--period", "2026-11-24").returncode == 0
+    load_registry(Store(site.store), site.conf / "registry.toml", now=NOW)
 
     ingest = site.juki("job", "run", "ingest-monthly", "--period", "2024-01")
 
@@ -368,6 +368,20 @@ def test_a_run_whose_process_died_counts_as_failed_and_its_period_runs_again(sit
     assert [(h["status"], h["error"]) for h in history] == [("succeeded", None), ("failed", DIED)]
 
 
+def test_sigterm_to_a_run_stops_its_command_and_records_the_run_failed(site: Site) -> None:
+    runner = site.start("job", "run", "registry-daily", "--period", "2026-11-24")
+    holder(site, "registry-daily")
+    os.kill(runner.pid, signal.SIGTERM)  # systemctl stop, an orchestrator's timeout
+    _, stderr = runner.communicate(timeout=60)
+    [run] = site.runs()
+    if run.status == "succeeded":  # pragma: no cover - the command ended first
+        pytest.skip("the command ended before the signal")
+    assert runner.returncode == 128 + signal.SIGTERM
+    assert (run.status, run.exit_code, run.error) == ("failed", 143,
+                                                      "the command was killed by SIGTERM")  # fmt: skip
+    assert stderr.strip().endswith(f": the command was killed by SIGTERM (log {run.log})")
+
+
 # -- history -------------------------------------------------------------------------------------
 def test_history_shows_the_runs_recorded_in_the_store_whatever_jobs_file_defined_them(
     site: Site,
@@ -391,3 +405,6 @@ def test_history_shows_the_runs_recorded_in_the_store_whatever_jobs_file_defined
     assert "registry-broken" in one.stdout and "failed" in one.stdout
     assert "registry-daily" not in one.stdout
     assert one_line(one) == "1 run(s) of job registry-broken"
+    nowhere = subprocess.run([*JUKI, "job", "history", "--store", str(site.cwd / "nowhere")],
+                             env=_env(), capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+    assert (nowhere.returncode, one_line(nowhere)) == (5, f"{site.cwd / 'nowhere'}: no juki store here")
