@@ -269,3 +269,21 @@ def test_an_unknown_command_or_option_is_left_for_the_command_to_report(tmp_path
     assert prepare(job(tmp_path, "check", "--bogus", "x"), period, CLASSIFY).args == (
         "check", "--bogus", "x")  # fmt: skip
     assert prepare(job(tmp_path, "registry"), period, CLASSIFY).args == ("registry",)
+
+
+def test_the_demo_jobs_are_valid_juki_commands(tmp_path: Path) -> None:
+    from loaders.demo_jobs import JOBS
+
+    root = get_command(app)
+    jobs = load_jobs(write(tmp_path / "store" / "jobs.toml", JOBS.format(samples="../samples")),
+                     required=True)  # fmt: skip
+    assert list(jobs) == ["ingest-monthly", "check-nightly", "pension-monthly", "base-date-tokyo",
+                          "population-pyramid"]  # fmt: skip
+    for spec in jobs.values():
+        period = parse_period({"daily": "2024-03-31", "monthly": "2024-03"}[spec.schedule],
+                              spec.schedule)  # fmt: skip
+        run = prepare(spec, period, CLASSIFY)
+        cmd, args = root, list(run.args)
+        while hasattr(cmd, "commands"):
+            cmd = cmd.commands[args.pop(0)]
+        cmd.make_context(spec.name, args)  # parses: unknown options or bad values raise
