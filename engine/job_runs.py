@@ -267,12 +267,13 @@ def juki_argv(args: tuple[str, ...] | list[str]) -> list[str]:
     """The command line of a juki command: this interpreter, juki's entry point.
 
     `-P` keeps the working directory (the jobs file's) off `sys.path`, so a directory named
-    `engine` there cannot shadow juki; PYTHONPATH (see `_child_env`) finds this very juki.
+    `engine` there cannot shadow juki; PYTHONPATH (see `juki_env`) finds this very juki.
     """
     return [sys.executable, "-P", "-m", "engine.cli", *args]
 
 
-def _child_env(store: Store) -> dict[str, str]:
+def juki_env(store: Store) -> dict[str, str]:
+    """The environment of a juki command run for a job: this one, on the given store."""
     env = dict(os.environ)
     env["JUKI_STORE"] = str(store.path.absolute())
     package_root = str(Path(engine.__file__).resolve().parents[1])
@@ -333,7 +334,7 @@ def _execute(invocation: Invocation, *, store: Store, log: Path, lock: JobLock) 
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "wb") as stderr:
         child = subprocess.Popen(
-            juki_argv(invocation.args), cwd=invocation.cwd, env=_child_env(store),
+            juki_argv(invocation.args), cwd=invocation.cwd, env=juki_env(store),
             stdin=subprocess.DEVNULL, stderr=stderr, pass_fds=(lock.fd,),
         )  # fmt: skip
         lock.note(child=child.pid)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from engine.current import scan_current
 from engine.dates import parse_month
-from engine.job_runs import juki_argv
+from engine.job_runs import juki_argv, juki_env
 from engine.store import Store
 
 REGISTRY = """# juki demo registry (SPEC §5)
@@ -146,7 +146,7 @@ def cycle(store: Store, *, samples: Path, month: str, today: dt.date,
 
 def run_cycle(store: Store, jobs: list[tuple[str, str]]) -> list[JobLine]:
     """Run each job through `juki job run` (a real process: exit codes as cron sees them)."""
-    env = {k: v for k, v in os.environ.items() if k != "JUKI_STORE"}
+    env = juki_env(store)
     done = []
     for job, period in jobs:
         result = subprocess.run(
