@@ -186,25 +186,39 @@ def demo(
     = Path("data/samples/demo"),
     store: StoreOpt = DEFAULT_STORE,
 ) -> int:
-    """The main job end to end: generate a population, ingest it month by month, summarise.
+    """The main job end to end: generate a population, ingest it month by month (the last
+    month as a cycle of scheduled jobs: ingest, check, pension changes, base-date, pyramid).
 
     Example: juki demo --residents 20000 --months 3 --store ./juki-store
     """
     from loaders.demo import run_demo
 
+    failed: list[int] = []
+    ran: list[str] = []
+
     def show(step: str, report: Any) -> None:
-        err.print(f"[bold]{step}[/bold]: {report.total('applied'):,} applied, "
+        err.print(f"[bold]{step}[/bold] (back-filled): {report.total('applied'):,} applied, "
                   f"{report.total('rejected'):,} rejected, {report.total('duplicate'):,} "
                   f"duplicate, {report.total('held'):,} held in {report.seconds:.1f} s")  # fmt: skip
 
+    def job(line: Any) -> None:
+        if not ran:
+            err.print(f"[bold]the last month's cycle[/bold] as scheduled jobs (`juki job run`, "
+                      f"jobs file {store / 'jobs.toml'}):")  # fmt: skip
+        ran.append(line.job)
+        if line.exit_code:
+            failed.append(line.exit_code)
+        _line(f"  {line.line or f'job {line.job} --period {line.period}: exit {line.exit_code}'}")
+
     result = run_demo(_store(store), samples=samples, residents=residents, months=months,
-                      on_step=show)  # fmt: skip
+                      on_step=show, on_job=job)  # fmt: skip
     table = Table("measure", "value", title=f"juki demo — store {store}")
     for k, v in result.items():
         table.add_row(k, f"{v:,}" if isinstance(v, int) else str(v))
     out.print(table)
-    _line(f"demo done: store at {store}; try `juki store info --store {store}`")
-    return 0
+    _line(f"demo done: store at {store}, job outputs in {store / 'outputs'}; try "
+          f"`juki job history --store {store}` or `juki store info --store {store}`")  # fmt: skip
+    return failed[0] if failed else 0
 
 
 # -- store maintenance -------------------------------------------------------------------------
@@ -821,6 +835,10 @@ from engine.cli_push import push_app, subscribe_app  # noqa: E402
 
 app.add_typer(subscribe_app, name="subscribe")
 app.add_typer(push_app, name="push")
+# -- scheduled jobs (SPEC §5b): engine/cli_jobs.py ------------------------------------------------
+from engine.cli_jobs import jobs_app  # noqa: E402
+
+app.add_typer(jobs_app, name="job")
 
 
 # -- entry point -------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -123,8 +124,12 @@ def ingest_files(
     wait: bool = False,
     progress: Callable[[int, int], None] | None = None,
     on_file: Callable[[BatchSummary | FileError], None] | None = None,
+    clock: Callable[[], dt.datetime] | None = None,
 ) -> IngestReport:
-    """Apply the files in the order given; every row applied, rejected, held or a duplicate."""
+    """Apply the files in the order given; every row applied, rejected, held or a duplicate.
+
+    `clock` stamps `recorded_at` (default: the wall clock); the demo back-fills past months with
+    it, as if their files had been received then."""
     names = [str(p) for p in paths]
     for name in names:
         if not Path(name).is_file():
@@ -147,7 +152,7 @@ def ingest_files(
             progress(done, len(names))
 
     with store.writer("juki ingest", wait=wait):
-        session = IngestSession(store)
+        session = IngestSession(store) if clock is None else IngestSession(store, clock=clock)
         for group in _groups(names, encoding):
             readable = [f for _, f in group if isinstance(f, NotificationFile)]
             summaries = iter(())
