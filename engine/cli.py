@@ -835,6 +835,7 @@ from engine.cli_push import push_app, subscribe_app  # noqa: E402
 
 app.add_typer(subscribe_app, name="subscribe")
 app.add_typer(push_app, name="push")
+
 # -- scheduled jobs (SPEC §5b): engine/cli_jobs.py ------------------------------------------------
 from engine.cli_jobs import jobs_app  # noqa: E402
 

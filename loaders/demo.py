@@ -69,7 +69,6 @@ def run_demo(
     with store.writer("juki demo compact"):
         compact(store)
     if last is not None:
-        # TODO(push): subscribe JPS to pension-change (juki subscribe add) before the cycle.
         jobs = cycle(store, samples=samples, month=last, today=japan_date(now), now=now)
         for line in run_cycle(store, jobs):
             if on_job:

@@ -5,7 +5,8 @@ The generated months are simulated (2024-…), the recording clock is real: the 
 the months before the cycle as recorded at the end of their month (`loaders/demo.py`), and the
 cycle month's files arrive today. So the pension change check, a window on `recorded_at`, runs
 for this calendar month and sees exactly the cycle month's notifications; the base-date extract
-and the pyramid are for the last day of the simulated month; the nightly check is tonight's.
+and the pyramid are for the last day of the simulated month; the nightly check and the daily push
+(JPS's subscription of the same targets) are tonight's.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from engine.current import scan_current
 from engine.dates import parse_month
 from engine.job_runs import juki_argv, juki_env
 from engine.store import Store
+from engine.subscriptions import add_subscription, read_subscriptions
+from loaders.push import read_targets
 
 REGISTRY = """# juki demo registry (SPEC §5)
 [[agency]]
@@ -99,12 +102,14 @@ command = ["stats", "--date", "{{period}}", "--by", "age5,sex", "--agency", "MIC
            "--affair", "statistics", "--out", "outputs/MIC/age5-sex-{{period}}.parquet",
            "--plot", "outputs/MIC/pyramid-{{period}}.png"]
 
-# TODO(push): the daily push job (SPEC §5a), once `juki push run` is merged:
-# [[job]]
-# name = "push-daily"
-# schedule = "daily"
-# command = ["push", "run"]
+[[job]]
+name = "push-daily"
+schedule = "daily"
+command = ["push", "run", "--outbox", "outputs/push"]
 """
+
+
+PUSH_SUBSCRIPTION = "jps-pension-daily"
 
 
 @dataclass(frozen=True)
@@ -133,11 +138,15 @@ def cycle(store: Store, *, samples: Path, month: str, today: dt.date,
     targets.parent.mkdir(exist_ok=True)
     scan_current(store).select("resident_code").sort("resident_code").collect().write_parquet(
         targets)  # fmt: skip
+    # JPS also subscribes the same targets to daily push (SPEC §5a) before the month arrives.
+    if PUSH_SUBSCRIPTION not in read_subscriptions(store):
+        add_subscription(store, read_targets(targets), agency="JPS", affair="pension-change",
+                         interval="daily", name=PUSH_SUBSCRIPTION, now=now)  # fmt: skip
     base_day = parse_month(month)[1].isoformat()
-    # TODO(push): ("push-daily", today.isoformat()) after the nightly check.
     return [
         ("ingest-monthly", month),
         ("check-nightly", today.isoformat()),
+        ("push-daily", today.isoformat()),
         ("pension-monthly", today.isoformat()[:7]),
         ("base-date-tokyo", base_day),
         ("population-pyramid", base_day),
