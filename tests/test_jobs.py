@@ -278,7 +278,7 @@ def test_the_demo_jobs_are_valid_juki_commands(tmp_path: Path) -> None:
     jobs = load_jobs(write(tmp_path / "store" / "jobs.toml", JOBS.format(samples="../samples")),
                      required=True)  # fmt: skip
     assert list(jobs) == ["ingest-monthly", "check-nightly", "pension-monthly", "base-date-tokyo",
-                          "population-pyramid"]  # fmt: skip
+                          "population-pyramid", "push-daily"]  # fmt: skip
     for spec in jobs.values():
         period = parse_period({"daily": "2024-03-31", "monthly": "2024-03"}[spec.schedule],
                               spec.schedule)  # fmt: skip
@@ -287,3 +287,5 @@ def test_the_demo_jobs_are_valid_juki_commands(tmp_path: Path) -> None:
         while hasattr(cmd, "commands"):
             cmd = cmd.commands[args.pop(0)]
         cmd.make_context(spec.name, args)  # parses: unknown options or bad values raise
+    push = prepare(jobs["push-daily"], parse_period("2024-03-31", "daily"), CLASSIFY)
+    assert push.args[push.args.index("--outbox") + 1] == str(tmp_path / "store" / "outputs" / "push")
