@@ -4,9 +4,11 @@ delta-rs's `write_deltalake` replays the table's whole file list on every append
 deltalake 1.6.6: 7.5 ms per commit at 40 files, 24 ms at 160 files, growing ~0.13 ms per file), and
 a month of ingest is ~94 journal commits onto a journal of thousands of files. The Delta protocol
 makes an append two steps: write the data file, then create log entry `<version>.json` if absent.
-Done here for the journal's blind appends only (protocol 1/2, no partitions, no features); every
-other write, schema change, compaction and checkpoint stays with delta-rs, and every reader
-(delta-rs, Polars, DuckDB, Spark) reads these commits like its own.
+Done here for tables of protocol 1/2 with no partitions and no features: the journal's blind
+appends, a file applied in parts, and the sorted base written by compaction (delta-rs's writer
+does not keep the order of the rows it is given). Schema changes, the journal's file merging and
+checkpoints stay with delta-rs, and every reader (delta-rs, Polars, DuckDB, Spark) reads these
+commits like its own.
 
 Put-if-absent is `os.link` of a complete temporary file: the entry appears whole or not at all, and
 an existing version is never replaced (a second writer gets FileExistsError, as with delta-rs's
@@ -74,11 +76,11 @@ def file_stats(table: pa.Table) -> str:
     )
 
 
-def write_file(table_dir: Path, data: pa.Table) -> dict[str, Any]:
+def write_file(table_dir: Path, data: pa.Table, *, row_group_size: int | None = None) -> dict[str, Any]:
     """Write `data` as a new Parquet file of the table; returns its `add` action (uncommitted:
     readers see it only once a commit names it)."""
     name = f"part-00000-{uuid.uuid4()}-c000.snappy.parquet"
-    pq.write_table(data, table_dir / name, compression="snappy")
+    pq.write_table(data, table_dir / name, compression="snappy", row_group_size=row_group_size)
     return {
         "path": name,
         "partitionValues": {},
@@ -96,26 +98,31 @@ def commit(
     metadata: dict[str, str],
     *,
     app_transaction: tuple[str, int] | None = None,
+    removes: list[str] | None = None,
 ) -> None:
     """Commit the written files as Delta `version` of `table_dir` (the version after the table's
     last one; FileExistsError when it exists already). `metadata` goes into `commitInfo`, as
-    delta-rs's custom metadata does; `app_transaction` (app id, version) adds a `txn` action."""
+    delta-rs's custom metadata does; `app_transaction` (app id, version) adds a `txn` action;
+    `removes` (paths of live files) makes the commit an overwrite of those files."""
     now = int(time.time() * 1000)
     info = {
         "timestamp": now,
         "operation": "WRITE",
-        "operationParameters": {"mode": "Append"},
+        "operationParameters": {"mode": "Overwrite" if removes else "Append"},
         "clientVersion": CLIENT,
         "operationMetrics": {
-            "num_added_files": len(adds), "num_removed_files": 0,
+            "num_added_files": len(adds),
+            "num_removed_files": len(removes or []),
             "num_added_rows": sum(json.loads(a["stats"])["numRecords"] for a in adds),
-        },  # fmt: skip
+        },
         **metadata,
     }
     actions: list[dict[str, Any]] = [{"commitInfo": info}]
     if app_transaction is not None:
         app_id, app_version = app_transaction
         actions.append({"txn": {"appId": app_id, "version": app_version, "lastUpdated": now}})
+    actions += [{"remove": {"path": path, "deletionTimestamp": now, "dataChange": True}}
+                for path in removes or []]  # fmt: skip
     actions += [{"add": add} for add in adds]
     entry = "".join(json.dumps(a) + "\n" for a in actions)
     log = table_dir / "_delta_log"

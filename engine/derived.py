@@ -9,19 +9,21 @@ changes nothing. `rebuild` recomputes them all from the whole journal.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import polars as pl
 import pyarrow as pa
 
-from engine import faults
+from engine import deltalog, faults
 from engine.current import ORDER
 from engine.schema import CURRENT_SCHEMA, HELD_SCHEMA
 from engine.store import APP_ID, SCHEMAS, Store
 
 APPLIED = ["applied", "released"]
 CATCH_UP_TABLES = ("current_delta", "codes", "positions", "held")
+COMPACT_PERSONS = 4_000_000  # person keys per slice of a compaction (one base file each)
+BASE_ROW_GROUP = 128 * 1024  # rows per row group of the base: reads by person prune to these
 
 
 def commit_table(store: Store, name: str, frame: pl.DataFrame, version: int, mode: str) -> None:
@@ -253,48 +255,42 @@ def rebuild(store: Store, *, progress: Callable[[int, int], None] | None = None)
 
 
 def compact(store: Store) -> int:
-    """Merge the current delta into a new base; the delta starts empty again.
+    """Merge the current delta into a new base, sorted by person; the delta starts empty again.
 
-    Streams record batches: the base less the persons in the delta, then the delta's newest
-    row per person (each input batch sorted by person), so memory holds only the delta's keys.
+    Works on slices of COMPACT_PERSONS person keys (keys are dense, 0 … next_person): per slice,
+    the base's and the delta's rows (pruned by the files' person statistics), the delta's newest
+    row winning, tombstones dropped; memory follows the slice, never the population (after an
+    initial load the delta is the whole population). The new base is sorted by person, so the
+    next compaction reads each slice's base rows from a few row groups.
     A crash between the two commits leaves the delta applied twice, which reads the same.
     """
-    import pyarrow as pa
-    from deltalake import CommitProperties, Transaction, write_deltalake
-
     head = catch_up(store)
     version = store.reflected_batch("current_delta")
-    delta_path = str(store.table_path("current_delta"))
-    # The newest delta row of each person, by key only: the delta can hold the whole population
-    # (after an initial load), so its rows are streamed, never collected.
-    keys = (
-        pl.scan_delta(delta_path)
-        .select("person", *ORDER)
-        .sort(ORDER)
-        .unique(subset="person", keep="last")
-        .collect()
-    )
-    changed = keys["person"].implode()
-    base = store.delta("current_base").to_pyarrow_dataset()  # opened outside delta-rs' writer
-    delta = store.delta("current_delta").to_pyarrow_dataset()
-
-    def batches() -> Iterator[pa.RecordBatch]:
-        for batch in base.to_batches(batch_size=1 << 20):
-            kept = pl.from_arrow(batch).filter(~pl.col("person").is_in(changed))  # type: ignore[union-attr]
-            yield from kept.to_arrow().cast(CURRENT_SCHEMA).to_batches()
-        for batch in delta.to_batches(batch_size=1 << 20):
-            rows = pl.from_arrow(batch).join(keys, on=["person", *ORDER], how="semi")  # type: ignore[union-attr]
-            live = rows.filter(pl.col("version").is_not_null()).sort("person")
-            yield from live.select(CURRENT_SCHEMA.names).to_arrow().cast(CURRENT_SCHEMA).to_batches()
-
-    write_deltalake(
-        str(store.table_path("current_base")),
-        pa.RecordBatchReader.from_batches(CURRENT_SCHEMA, batches()),
-        mode="overwrite",
-        commit_properties=CommitProperties(
-            app_transactions=[Transaction(app_id=APP_ID, version=version)]
-        ),
-    )
+    persons = store.journal_head().next_person
+    names = CURRENT_SCHEMA.names
+    base_dir = store.table_path("current_base")
+    base = store.delta("current_base")
+    old = pa.table(base.get_add_actions(flatten=True))["path"].to_pylist()
+    adds = []
+    for low in range(0, persons, COMPACT_PERSONS):
+        mine = pl.col("person").is_between(low, low + COMPACT_PERSONS, closed="left")
+        rows = pl.concat([
+            pl.scan_delta(str(store.table_path(name))).filter(mine).select(names)
+            .with_columns(_delta=pl.lit(name == "current_delta"))
+            for name in ("current_base", "current_delta")
+        ])  # fmt: skip
+        live = (
+            rows.sort("person", "_delta", *ORDER)
+            .unique(subset="person", keep="last", maintain_order=True)
+            .filter(pl.col("version").is_not_null())
+            .select(names)
+            .collect()
+        )
+        if live.height:
+            adds.append(deltalog.write_file(base_dir, live.to_arrow().cast(CURRENT_SCHEMA),
+                                            row_group_size=BASE_ROW_GROUP))  # fmt: skip
+    deltalog.commit(base_dir, base.version() + 1, adds, {}, app_transaction=(APP_ID, version),
+                    removes=old)  # fmt: skip
     empty = pl.from_arrow(CURRENT_SCHEMA.empty_table())
     commit_table(store, "current_delta", empty, version, "overwrite")  # type: ignore[arg-type]
     return head

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-
-import loaders.ingest
 from builders import resident_code
 from test_open_format import CALL, write_month
+
+import loaders.ingest
 from engine.current import scan_current
 from engine.store import Store
 from loaders.ingest import ingest_files
