@@ -30,28 +30,34 @@ def parse_codes(text: pl.Expr, kind: CodeColumn) -> pl.Expr:
 def parse_code_series(codes: pl.Series, kind: CodeColumn) -> pl.Series:
     """int64 of each well-formed code (right width, digits only, check digit), else null.
 
-    Works on the Arrow bytes with a numba kernel (engine/code_kernels.py): no per-row Python.
+    Reads Polars' own string views chunk by chunk, zero-copy, with a numba kernel
+    (engine/code_kernels.py): no copy of 100 M strings, no per-row Python.
     """
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from engine.code_kernels import parse_fixed_width
+    from engine.code_kernels import VIEW, parse_views
 
-    arrow = pc.cast(codes.rechunk().to_arrow(), pa.large_string())
-    if isinstance(arrow, pa.ChunkedArray):
-        arrow = arrow.combine_chunks()
-    n = len(arrow)
-    if n == 0:
-        return pl.Series(codes.name, [], dtype=pl.Int64)
-    _, offsets_buf, data_buf = arrow.buffers()
-    offsets = np.frombuffer(offsets_buf, dtype=np.int64)[arrow.offset : arrow.offset + n + 1]
-    data = np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None else np.zeros(1, np.uint8)
+    if codes.dtype != pl.String:
+        codes = codes.cast(pl.String)
     weights = np.array(CHECK_WEIGHTS[kind], dtype=np.int64)
-    values, ok = parse_fixed_width(data, offsets, WIDTH[kind], weights)
-    if arrow.null_count:
-        ok &= pc.is_valid(arrow).to_numpy(zero_copy_only=False)
+    values, ok = [np.zeros(0, np.int64)], [np.zeros(0, np.bool_)]
+    for chunk in codes.get_chunks():
+        arrow = chunk.to_arrow(compat_level=pl.CompatLevel.newest())
+        if arrow.type != pa.string_view():
+            arrow = pc.cast(arrow, pa.string_view())
+        if len(arrow) == 0:
+            continue
+        views = np.frombuffer(arrow.buffers()[1], dtype=np.uint8)
+        views = views[arrow.offset * VIEW : (arrow.offset + len(arrow)) * VIEW]
+        v, good = parse_views(views, WIDTH[kind], weights)
+        if arrow.null_count:
+            good &= pc.is_valid(arrow).to_numpy(zero_copy_only=False)
+        values.append(v)
+        ok.append(good)
     return pl.select(
-        pl.when(pl.lit(pl.Series(ok))).then(pl.lit(pl.Series(codes.name, values)))
+        pl.when(pl.lit(pl.Series(np.concatenate(ok))))
+        .then(pl.lit(pl.Series(codes.name, np.concatenate(values))))
     ).to_series().alias(codes.name)
 
 

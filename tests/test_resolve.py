@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from read_oracle import well_formed
 
-from engine.code_kernels import parse_fixed_width, parse_fixed_width_numpy
+from engine.code_kernels import VIEW, parse_views, parse_views_numpy
 from engine.resolve import CHECK_WEIGHTS, parse_code_series
 
 KINDS = st.sampled_from(["my_number", "resident_code"])
@@ -45,13 +45,22 @@ def test_parsing_agrees_with_the_spec_rules(data: st.DataObject, kind: str, skip
 @given(data=st.data(), kind=KINDS)
 def test_the_kernel_and_its_numpy_twin_agree(data: st.DataObject, kind: str) -> None:
     codes = data.draw(st.lists(near_codes(kind).map(lambda c: c or ""), min_size=1, max_size=30))
-    arrow = pa.array(codes, pa.large_string())
-    _, offsets, buffer = arrow.buffers()
-    offsets = np.frombuffer(offsets, dtype=np.int64)
-    raw = np.frombuffer(buffer, dtype=np.uint8) if buffer is not None else np.zeros(1, np.uint8)
+    arrow = pa.array(codes, pa.string_view())
+    views = np.frombuffer(arrow.buffers()[1], dtype=np.uint8)[: len(arrow) * VIEW]
     weights = np.array(CHECK_WEIGHTS[kind], dtype=np.int64)
     width = 12 if kind == "my_number" else 11
-    fast = parse_fixed_width(raw, offsets, width, weights)
-    slow = parse_fixed_width_numpy(raw, offsets, width, weights)
+    fast = parse_views(views, width, weights)
+    slow = parse_views_numpy(views, width, weights)
     assert fast[1].tolist() == slow[1].tolist()
     assert fast[0][fast[1]].tolist() == slow[0][slow[1]].tolist()
+
+
+@settings(max_examples=50, deadline=None, database=None)
+@given(data=st.data(), kind=KINDS, cut=st.integers(0, 30))
+def test_a_series_of_several_chunks_parses_like_one(data: st.DataObject, kind: str,
+                                                    cut: int) -> None:  # fmt: skip
+    codes = data.draw(st.lists(near_codes(kind), max_size=30))
+    whole = pl.Series("code", codes, dtype=pl.String)
+    chunked = pl.concat([whole.slice(0, cut), whole.slice(cut)], rechunk=False)
+    got = parse_code_series(chunked, kind).to_list()  # type: ignore[arg-type]
+    assert got == [int(c) if well_formed(kind, c) else None for c in codes]
