@@ -13,8 +13,8 @@ import polars as pl
 
 from engine.errors import InputRejected, UsageError
 from engine.ingest import BatchSummary, IngestSession
-from engine.validate import validate_rows
 from engine.store import Store
+from engine.validate import validate_rows
 from loaders.notifications import Encoding, NotificationFile, read_notifications
 
 # Files are read ahead in groups of about this many rows, so that the store is asked once per
