@@ -239,7 +239,8 @@ def store_info(
         return 0
     table = Table("table", "version", "reflects journal", "rows", "files", "MiB")
     for r in rows:
-        table.add_row(r["table"], str(r["version"]), str(r["reflects"]), f"{r['rows']:,}",
+        table.add_row(r["table"], str(r["version"]),
+                      "—" if r["reflects"] is None else str(r["reflects"]), f"{r['rows']:,}",
                       str(r["files"]), f"{r['bytes'] / 2**20:,.1f}")  # fmt: skip
     out.print(table)
     return 0

@@ -7,20 +7,22 @@ from typing import Any
 import polars as pl
 
 from engine import derived
-from engine.store import KEEP_LOG, SCHEMAS, Store
+from engine.store import DERIVED, KEEP_LOG, Store
 
 
 def store_info(store: Store) -> list[dict[str, Any]]:
-    """Per table: Delta version, the journal batch it reflects, rows, files, bytes."""
+    """Per table: Delta version, the journal batch it reflects (None for tables that are not
+    derived from the journal), rows, files, bytes."""
     store.require()
     sizes = store.sizes()
     head = store.journal_head().batch
     rows = []
-    for name in SCHEMAS:
+    for name in store.tables():
         table = store.delta(name)
         actions = pl.DataFrame(table.get_add_actions(flatten=True))
         count = int(actions["num_records"].sum()) if actions.height else 0
-        reflects = head if name == "journal" else store.reflected_batch(name)
+        reflects = head if name == "journal" else (
+            store.reflected_batch(name) if name in DERIVED else None)  # fmt: skip
         rows.append({"table": name, "version": table.version(), "reflects": reflects,
                      "rows": count, "files": actions.height, "bytes": sizes[name]})  # fmt: skip
     return rows

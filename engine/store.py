@@ -125,10 +125,17 @@ class Store:
         v = self.delta(name).transaction_version(APP_ID)
         return 0 if v is None else int(v)
 
+    def tables(self) -> list[str]:
+        """Every Delta table in the store: the journal and derived tables first, then the others
+        (registry, requests, provisions, subscriptions, targets, push and job runs, …)."""
+        others = sorted(d.name for d in self.path.iterdir()
+                        if d.name not in SCHEMAS and _has_commit(d))  # fmt: skip
+        return [*SCHEMAS, *others]
+
     def sizes(self) -> dict[str, int]:
         """Bytes on disk per table."""
         out = {}
-        for name in SCHEMAS:
+        for name in self.tables():
             root = self.table_path(name)
             out[name] = sum(f.stat().st_size for f in root.rglob("*") if f.is_file())
         return out

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -242,3 +243,23 @@ def test_after_compaction_plain_duckdb_sees_the_removed_delta_files_gone_and_the
     for table, count in rows.items():
         found = read_table(con, store / table, "select count(*) as n from t")
         assert (found["n"][0] if found.height else 0) == count, table
+
+
+def test_store_info_lists_every_table_and_only_derived_ones_reflect_the_journal(
+    ingested: tuple[Path, list[dict[str, Any]]], tmp_path: Path
+) -> None:
+    from agency import load
+
+    from engine.maintenance import store_info
+
+    directory, _ = ingested
+    store = Store(tmp_path / "store")
+    shutil.copytree(directory / "store", store.path)
+    load(store, tmp_path)
+
+    info = {r["table"]: r for r in store_info(store)}
+
+    assert list(info)[:6] == ["journal", "current_base", "current_delta", "codes", "positions",
+                              "held"]  # fmt: skip
+    assert info["registry"]["reflects"] is None and info["registry"]["rows"] > 0
+    assert info["codes"]["reflects"] == info["journal"]["reflects"] == 3
