@@ -146,7 +146,6 @@ class IngestSession:
         self.glob_sorted = np.zeros(0, np.int64)
         self.glob_order = np.zeros(0, np.int64)
         self.history_loaded = np.zeros(0, np.bool_)
-        self.top_row_loaded = np.zeros(0, np.bool_)
         self.base_snap = np.zeros(0, np.int64)
         self.top = np.zeros(0, np.int64)
         self.last_version = np.zeros(0, np.int32)
@@ -159,7 +158,6 @@ class IngestSession:
         self.counts = np.zeros(2, np.int64)
         self.journal_parts: list[pl.DataFrame] = []
         self.histories: list[pl.DataFrame] = []  # store histories read for persons with an X1
-        self.top_rows: list[pl.DataFrame] = []  # current rows of other persons with an X1
 
     # -- state loading ------------------------------------------------------------------------
     @staticmethod
@@ -178,7 +176,6 @@ class IngestSession:
         n_p = int(self.counts[0]) + persons
         self.glob = _grow(self.glob, n_p, -1)
         self.history_loaded = _grow(self.history_loaded, n_p, 0)
-        self.top_row_loaded = _grow(self.top_row_loaded, n_p, 0)
         self.base_snap = _grow(self.base_snap, n_p, -1)
         self.top = _grow(self.top, n_p, -1)
         self.last_version = _grow(self.last_version, n_p, 0)
@@ -216,8 +213,6 @@ class IngestSession:
             prev=_code_int("previous_resident_code", 11),
             mn=_code_int("my_number", 12),
             x1=pl.col("reason") == "X1",
-            cmc=pl.col("cancels_municipality_code").cast(pl.Int32, strict=False).fill_null(-1),
-            cseq=pl.col("cancels_seq").cast(pl.Int64, strict=False).fill_null(-1),
         )
         rc = np.concatenate([codes["rc"].fill_null(-1).to_numpy(),
                              codes["prev"].fill_null(-1).to_numpy()])  # fmt: skip
@@ -225,27 +220,14 @@ class IngestSession:
         new_rc, new_mn = self.rc.missing(rc), self.mn.missing(mn)
         if len(new_rc) or len(new_mn):
             self._load_codes(new_rc, new_mn)
-        x1 = codes.filter(pl.col("x1") & pl.col("rc").is_not_null())
-        if x1.height:
-            cids = self.rc.lookup(x1["rc"].to_numpy())
-            owners = np.full(len(cids), -1, np.int64)
-            owners[cids >= 0] = self.rc_owner[cids[cids >= 0]]
-            known = owners >= 0
-            owners, cmc, cseq = owners[known], x1["cmc"].to_numpy()[known], x1["cseq"].to_numpy()[known]
-            base = self.base_snap[owners]
-            # Only an X1 of the store's top version pops below it: those persons need their
-            # history; for the others (an X1 of a row of this session) the top row is enough.
-            pops = base >= 0
-            pops[pops] = (self.snaps["mc"][base[pops]] == cmc[pops]) & (
-                self.snaps["seq"][base[pops]] == cseq[pops])  # fmt: skip
-            need = distinct(owners[pops])
-            need = need[~self.history_loaded[need]]
+        x1_codes = codes.filter(pl.col("x1"))["rc"].drop_nulls().to_numpy()
+        if len(x1_codes):
+            cids = self.rc.lookup(x1_codes)
+            owners = self.rc_owner[cids[cids >= 0]]
+            owners = distinct(owners[owners >= 0])
+            need = owners[~self.history_loaded[owners]]
             if len(need):
                 self._load_histories(need)
-            rest = distinct(owners[~pops & (base >= 0)])
-            rest = rest[~self.history_loaded[rest] & ~self.top_row_loaded[rest]]
-            if len(rest):
-                self._load_top_rows(rest)
 
     def _load_codes(self, new_rc: np.ndarray, new_mn: np.ndarray) -> None:
         found = (
@@ -317,27 +299,6 @@ class IngestSession:
             self.top[local] = ids
             self.base_snap[local] = ids
         return ids
-
-    def _load_top_rows(self, locals_: np.ndarray) -> None:
-        """The store's current row of these persons as the bottom of their history, for the
-        catch-up of persons whose X1 cancels a row of this session (see `earlier`)."""
-        persons = pl.Series("person", self.glob[locals_], pl.Int64)
-        rows = scan_current(self.store, persons=persons).collect()
-        self.top_rows.append(rows.drop("last_version").rename(
-            {"written_batch": "batch", "written_order": "apply_order"}))  # fmt: skip
-        self.top_row_loaded[locals_] = True
-
-    def earlier(self) -> pl.DataFrame | None:
-        """The store rows of the persons with an X1 that the catch-up needs: their whole
-        histories where read, else their current row."""
-        histories = pl.concat(self.histories, how="diagonal_relaxed") if self.histories else None
-        if not self.top_rows:
-            return histories
-        tops = pl.concat(self.top_rows, how="diagonal_relaxed")
-        if histories is not None:  # a later X1 of the store's top version read the whole history
-            tops = tops.join(histories.select("person").unique(), on="person", how="anti")
-            return pl.concat([histories, tops], how="diagonal_relaxed")
-        return tops
 
     def _load_histories(self, locals_: np.ndarray) -> None:
         """Splice the store's effective history under the base snapshot of these persons."""
@@ -459,7 +420,7 @@ class IngestSession:
                         ob.journal, {**self._head_metadata(), "juki_file": file})  # fmt: skip
         self.journal_version += 1
         faults.point("journal-commit")
-        ob.commit_derived(self.store, self.earlier())
+        ob.commit_derived(self.store, self.histories)
         summary = ob.summary()
         self._open = None
         self._reset_state()
@@ -662,7 +623,7 @@ class IngestSession:
         afresh (bounds memory on national-size loads). Returns the journal's last batch."""
         self.wait_committed()
         rows = pl.concat(self.journal_parts) if self.journal_parts else None
-        earlier = self.earlier()
+        earlier = pl.concat(self.histories, how="diagonal_relaxed") if self.histories else None
         if earlier is None and rows is not None:
             earlier = rows.clear()
         head = derived.catch_up(self.store, rows, rows_after=self.start_batch, earlier=earlier)
@@ -720,17 +681,17 @@ class _OpenBatch:
         ]  # fmt: skip
         self.rejects.append(_summary(self.file, self.batch, journal).rejects)  # type: ignore[arg-type]
 
-    def commit_derived(self, store: Store, earlier: pl.DataFrame | None) -> None:
+    def commit_derived(self, store: Store, histories: list[pl.DataFrame]) -> None:
         """After the journal commit: each derived table's files in one commit, marked as
         reflecting the batch (a crash before leaves them behind, and catch_up repairs that).
-        `earlier`: the store rows the session read for persons with an X1."""
+        `histories`: the store histories the session read for persons with an X1."""
         if self.cancelled:
             persons = pl.Series("person", sorted(self.cancelled), pl.Int64)
             mine = pl.col("person").is_in(persons.implode())
             batch_rows = pl.read_parquet(
                 [str(store.table_path("journal") / a["path"]) for a in self.journal]
             ).filter(mine & pl.col("outcome").is_in(derived.APPLIED))
-            history = pl.concat([*([] if earlier is None else [earlier.filter(mine)]), batch_rows],
+            history = pl.concat([*(h.filter(mine) for h in histories), batch_rows],
                                 how="diagonal_relaxed")  # fmt: skip
             self.current.append(_derived_file(store, "current_delta", derived.effective_rows(history)))
         for name, adds in (("codes", self.codes), ("current_delta", self.current)):
