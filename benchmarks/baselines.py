@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import polars as pl
 
@@ -67,3 +68,16 @@ def duckdb_validate(paths: Sequence[str]) -> tuple[int, float]:
     _, rows = con.execute(sql).fetchone()  # type: ignore[misc]
     con.close()
     return int(rows), time.perf_counter() - started
+
+
+def link_copy(source: Path, target: Path) -> None:
+    """A copy of a store that hard-links its files (Delta never changes a data or log file in
+    place, so a 125 M store copies in seconds); lock files get fresh inodes of their own."""
+    import shutil
+    import subprocess
+
+    shutil.rmtree(target, ignore_errors=True)
+    subprocess.run(["cp", "-al", str(source), str(target)], check=True)
+    for lock in (".writer.lock", ".push.lock"):
+        (target / lock).unlink(missing_ok=True)
+    shutil.rmtree(target / ".jobs", ignore_errors=True)

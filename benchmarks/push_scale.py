@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from benchmarks.baselines import link_copy
 from engine.access import load_registry
 from engine.codes import with_check_digit
 from engine.store import Store
@@ -99,17 +100,21 @@ def _targets(store: Store, subscriptions: int, total: int, seed: int) -> list[np
 
 
 def run(residents: int, subscriptions: int, total: int, out: Path, *, seed: int,
-        event_rate: float, reuse: bool, baselines: bool) -> list[tuple[str, str]]:  # fmt: skip
+        event_rate: float, reuse: bool, baselines: bool, prepared: Path | None = None,
+        day_rows: int = 0) -> list[tuple[str, str]]:  # fmt: skip
     rows: list[tuple[str, str]] = []
-    base = out / "base"
-    if reuse and (base / "journal").is_dir():
+    base = prepared or out / "base"
+    if prepared is not None or (reuse and (base / "journal").is_dir()):
         files = sorted(str(p) for p in (out / "files").glob("*")
                        if not month_of(str(p)).startswith("0000"))  # fmt: skip
+        if day_rows:  # the first half-month files up to about a national day's rows
+            first = [f for f in files if "-1-" in Path(f).name]
+            sizes = np.cumsum([pl.scan_parquet(f).select(pl.len()).collect().item() for f in first])
+            files = first[: int(np.searchsorted(sizes, day_rows)) + 1]
     else:
         files, base = _build(out, residents, event_rate, seed)
     work = out / "store"
-    shutil.rmtree(work, ignore_errors=True)
-    shutil.copytree(base, work)
+    link_copy(base, work)
     store = Store(work)
     (out / "registry.toml").write_text(REGISTRY, encoding="utf-8")
     load_registry(store, out / "registry.toml", now=dt.datetime.now(dt.UTC))
@@ -227,11 +232,17 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("/tmp/juki-push-scale"))
     parser.add_argument("--reuse", action="store_true", help="reuse the built store in --out")
     parser.add_argument("--skip-baselines", action="store_true")
+    parser.add_argument("--prepared", type=Path, default=None,
+                        help="a loaded store (e.g. the scale runner's 125 M <out>/loaded) whose "
+                             "change files are in --out/files: the day is the first half-month "
+                             "files up to --day-rows rows")  # fmt: skip
+    parser.add_argument("--day-rows", type=number, default=60_000)
     args = parser.parse_args()
     # a 10 M population at 12.4x gives ~1.7 M rows a month: ~60 k rows ≈ 0.44x for 10 M
     rate = args.event_rate or 0.44 * 10_000_000 / args.residents
     rows = run(args.residents, args.subscriptions, args.targets, args.out, seed=args.seed,
-               event_rate=rate, reuse=args.reuse, baselines=not args.skip_baselines)  # fmt: skip
+               event_rate=rate, reuse=args.reuse, baselines=not args.skip_baselines,
+               prepared=args.prepared, day_rows=args.day_rows if args.prepared else 0)  # fmt: skip
     width = max(len(k) for k, _ in rows)
     print(f"juki push scale run: {args.residents:,} residents, {args.subscriptions} "
           f"subscriptions, {args.targets:,} targets, event rate {rate:.2f}x")  # fmt: skip

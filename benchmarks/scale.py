@@ -16,11 +16,10 @@ from __future__ import annotations
 import argparse
 import resource
 import shutil
-import subprocess
 import time
 from pathlib import Path
 
-from benchmarks.baselines import duckdb_validate, polars_validate
+from benchmarks.baselines import duckdb_validate, link_copy, polars_validate
 from engine.maintenance import compact
 from engine.store import Store
 from loaders.demo import month_of
@@ -58,7 +57,7 @@ def run(
     with store.writer("benchmark compact"):
         compact(store)
     rows.append(("compaction of current", f"{time.perf_counter() - t:.1f} s"))
-    subprocess.run(["cp", "-al", str(store_dir), str(out / "loaded")], check=True)  # for --month-on
+    link_copy(store_dir, out / "loaded")  # for --month-on
 
     t = time.perf_counter()
     report = ingest_files(store, changes)
@@ -83,8 +82,7 @@ def month_on(prepared: Path, files: list[str], out: Path) -> list[tuple[str, str
     `run`): the copy hard-links the Parquet and log files, which Delta never changes in place, so
     a 125 M store is copied in seconds and the month can be measured again after a change."""
     store_dir = out / "month-store"
-    shutil.rmtree(store_dir, ignore_errors=True)
-    subprocess.run(["cp", "-al", str(prepared), str(store_dir)], check=True)
+    link_copy(prepared, store_dir)
     rows: list[tuple[str, str]] = []
     t = time.perf_counter()
     report = ingest_files(Store(store_dir), files)
