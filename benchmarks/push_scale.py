@@ -150,7 +150,10 @@ def run(residents: int, subscriptions: int, total: int, out: Path, *, seed: int,
     rows.append((f"juki push run: {len(summary.delivered)} runs delivered",
                  f"{push_s:.1f} s ({delivered:,} rows, {total / push_s:,.0f} targets/s)"))  # fmt: skip
     t = time.perf_counter()
-    again = run_push(store, at=at + dt.timedelta(hours=1))
+    jst = dt.timezone(dt.timedelta(hours=9))
+    midnight = dt.datetime.combine(at.astimezone(jst).date() + dt.timedelta(days=1), dt.time(),
+                                   jst)  # fmt: skip
+    again = run_push(store, at=min(at + dt.timedelta(hours=1), midnight - dt.timedelta(seconds=1)))
     rows.append(("a second run the same day (nothing due)",
                  f"{time.perf_counter() - t:.2f} s ({len(again.delivered)} delivered)"))  # fmt: skip
 
