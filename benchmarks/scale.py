@@ -59,21 +59,25 @@ def run(
     rows.append(("compaction of current", f"{time.perf_counter() - t:.1f} s"))
     link_copy(store_dir, out / "loaded")  # for --month-on
 
-    t = time.perf_counter()
-    report = ingest_files(store, changes)
-    ch_s = time.perf_counter() - t
-    n_ch = sum(getattr(f, "applied", 0) + getattr(f, "rejected", 0) for f in report.files)
-    rows.append((f"changes: {len(changes)} files as one call, rows/s",
-                 f"{n_ch / ch_s:,.0f} ({n_ch:,} rows, {ch_s:.1f} s, "
-                 f"{report.total('rejected')} rejected)"))  # fmt: skip
-
-    n, s = polars_validate(changes)
-    rows.append(("baseline: stateless Polars validation of the same rows, rows/s",
-                 f"{n / s:,.0f} ({s:.2f} s)"))  # fmt: skip
+    rows += month_rows(store, changes, where="")
     n, s = duckdb_validate(changes)
     rows.append(("baseline: stateless DuckDB validation of the same rows, rows/s",
                  f"{n / s:,.0f} ({s:.2f} s)"))  # fmt: skip
     rows.append(("peak RSS", f"{_rss_gib():.1f} GiB"))
+    return rows
+
+
+def month_rows(store: Store, files: list[str], *, where: str) -> list[tuple[str, str]]:
+    """Ingest the month's files as one call, timed, beside the stateless Polars baseline."""
+    t = time.perf_counter()
+    report = ingest_files(store, files)
+    s = time.perf_counter() - t
+    n = sum(getattr(f, "applied", 0) + getattr(f, "rejected", 0) for f in report.files)
+    rows = [(f"changes: {len(files)} files as one call{where}, rows/s",
+             f"{n / s:,.0f} ({n:,} rows, {s:.1f} s, {report.total('rejected')} rejected)")]
+    n, s = polars_validate(files)
+    rows.append(("baseline: stateless Polars validation of the same rows, rows/s",
+                 f"{n / s:,.0f} ({s:.2f} s)"))  # fmt: skip
     return rows
 
 
@@ -83,16 +87,7 @@ def month_on(prepared: Path, files: list[str], out: Path) -> list[tuple[str, str
     a 125 M store is copied in seconds and the month can be measured again after a change."""
     store_dir = out / "month-store"
     link_copy(prepared, store_dir)
-    rows: list[tuple[str, str]] = []
-    t = time.perf_counter()
-    report = ingest_files(Store(store_dir), files)
-    s = time.perf_counter() - t
-    n = sum(getattr(f, "applied", 0) + getattr(f, "rejected", 0) for f in report.files)
-    rows.append((f"changes: {len(files)} files as one call into {prepared}, rows/s",
-                 f"{n / s:,.0f} ({n:,} rows, {s:.1f} s, {report.total('rejected')} rejected)"))  # fmt: skip
-    n, s = polars_validate(files)
-    rows.append(("baseline: stateless Polars validation of the same rows, rows/s",
-                 f"{n / s:,.0f} ({s:.2f} s)"))  # fmt: skip
+    rows = month_rows(Store(store_dir), files, where=f" into {prepared}")
     rows.append(("peak RSS", f"{_rss_gib():.1f} GiB"))
     shutil.rmtree(store_dir, ignore_errors=True)
     return rows

@@ -19,19 +19,8 @@ import sys
 import time
 from pathlib import Path
 
-REGISTRY = """[[agency]]
-code = "JPS"
-name = "日本年金機構"
-scope = "national"
+from benchmarks.push_scale import REGISTRY  # JPS, affair pension-change with `changes`
 
-[[affair]]
-code = "pension-change"
-name = "国民年金等の被保険者等の異動情報の確認"
-agencies = ["JPS"]
-functions = ["changes"]
-columns = ["resident_code", "my_number", "surname", "given_name", "surname_kana",
-           "given_name_kana", "birth_date", "sex", "address", "municipality_code", "status"]
-"""
 JUKI = [sys.executable, "-m", "engine.cli"]
 
 

@@ -404,7 +404,7 @@ class IngestSession:
         )
         top = journal["apply_order"].max()
         ob.next_order = ob.next_order if top is None else int(top) + 1  # type: ignore[arg-type]
-        for outcome, count in journal.group_by("outcome").len().iter_rows():
+        for outcome, count in _counts(journal).items():
             ob.counts[outcome] = ob.counts.get(outcome, 0) + count
         if last:
             journal = journal.with_columns(
@@ -565,8 +565,7 @@ class IngestSession:
         """Commit the batch's journal rows as one Delta commit, in a background thread: the
         next batch is computed meanwhile (delta-rs releases the GIL). Commits stay in order:
         each waits for the one before it."""
-        counts = journal["outcome"].value_counts()
-        summary = dict(zip(counts["outcome"].to_list(), counts["count"].to_list(), strict=True))
+        summary = _counts(journal)
         journal = journal.with_columns(
             message=pl.when(pl.col("outcome") == "file")
             .then(pl.lit(json.dumps({"sha256": sha256, **dict(sorted(summary.items()))})))
@@ -679,7 +678,7 @@ class _OpenBatch:
                            | (pl.col("outcome").is_in(["released", "rejected"]) & sequenced))
             .select("outcome", "sequenced", *HELD_SCHEMA.names),
         ]  # fmt: skip
-        self.rejects.append(_summary(self.file, self.batch, journal).rejects)  # type: ignore[arg-type]
+        self.rejects.append(_rejects(journal))
 
     def commit_derived(self, store: Store, histories: list[pl.DataFrame]) -> None:
         """After the journal commit: each derived table's files in one commit, marked as
@@ -704,13 +703,7 @@ class _OpenBatch:
             derived.commit_table(store, name, build(store, waiting), self.batch, "overwrite")
 
     def summary(self) -> BatchSummary:
-        c = self.counts
-        return BatchSummary(
-            file=self.file, applied=c.get("applied", 0), rejected=c.get("rejected", 0),
-            duplicate=c.get("duplicate", 0), held=c.get("held", 0),
-            released=c.get("released", 0), batch=self.batch,
-            rejects=pl.concat(self.rejects),
-        )  # fmt: skip
+        return _summary_of(self.file, self.batch, self.counts, pl.concat(self.rejects))
 
 
 def _derived_file(store: Store, name: str, frame: pl.DataFrame) -> dict[str, Any]:
@@ -718,21 +711,31 @@ def _derived_file(store: Store, name: str, frame: pl.DataFrame) -> dict[str, Any
     return deltalog.write_file(store.table_path(name), frame.select(schema.names).to_arrow().cast(schema))
 
 
+def _counts(journal: pl.DataFrame) -> dict[str, int]:
+    """Rows per outcome of journal rows."""
+    return dict(journal.group_by("outcome").len().iter_rows())
+
+
+def _rejects(journal: pl.DataFrame) -> pl.DataFrame:
+    """The rejected journal rows as the rejects CSV shows them."""
+    return journal.filter(pl.col("outcome") == "rejected").select(
+        "file", "row", "municipality_code", "seq",
+        column="reject_column", rule="rule", message="message",
+    )  # fmt: skip
+
+
+def _summary_of(file: str, batch: int, counts: dict[str, int], rejects: pl.DataFrame) -> BatchSummary:
+    """A file's `--json` line (SPEC §4) from its outcome counts, and its rejects."""
+    return BatchSummary(
+        file=file, applied=counts.get("applied", 0), rejected=counts.get("rejected", 0),
+        duplicate=counts.get("duplicate", 0), held=counts.get("held", 0),
+        released=counts.get("released", 0), batch=batch, rejects=rejects,
+    )  # fmt: skip
+
+
 def _summary(file: str, batch: int, journal: pl.DataFrame) -> BatchSummary:
     """A file's counts from its batch's journal rows (SPEC §4 `--json`)."""
-    counts = dict(journal.group_by("outcome").len().iter_rows())
-    rejected = journal.filter(pl.col("outcome") == "rejected")
-    return BatchSummary(
-        file=file,
-        applied=counts.get("applied", 0),
-        rejected=counts.get("rejected", 0),
-        duplicate=counts.get("duplicate", 0),
-        held=counts.get("held", 0),
-        released=counts.get("released", 0),
-        batch=batch,
-        rejects=rejected.select("file", "row", "municipality_code", "seq",
-                                column="reject_column", rule="rule", message="message"),
-    )  # fmt: skip
+    return _summary_of(file, batch, _counts(journal), _rejects(journal))
 
 
 def _state_message() -> pl.Expr:
