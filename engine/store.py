@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import socket
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -155,7 +156,7 @@ class Store:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
-            holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip() or "unknown"
+            holder = _read_holder(fd)
             os.close(fd)
             raise StoreUnavailable.locked(self.path, holder) from None
         try:
@@ -165,13 +166,24 @@ class Store:
                 "command": command,
                 "since": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             }
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, json.dumps(info).encode(), 0)
+            data = json.dumps(info).encode()
+            os.pwrite(fd, data, 0)
+            os.ftruncate(fd, len(data))
             yield
         finally:
             with contextlib.suppress(OSError):
                 os.ftruncate(fd, 0)
             os.close(fd)
+
+
+def _read_holder(fd: int, patience: float = 2.0) -> str:
+    """Who holds the lock; a writer that has just taken it may not have written itself yet."""
+    deadline = time.monotonic() + patience
+    while True:
+        holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip()
+        if holder or time.monotonic() >= deadline:
+            return holder or "unknown"
+        time.sleep(0.02)
 
 
 def _has_commit(root: Path) -> bool:
