@@ -309,10 +309,12 @@ def withhold(frame: pl.LazyFrame, grant: Grant, extra: tuple[str, ...] = ()) -> 
     )
 
 
-def provided_columns(grant: Grant) -> pl.Expr:
-    """Per row, the record columns actually handed over (for the provision record)."""
+def provided_columns(grant: Grant, *, enum: bool = False) -> pl.Expr:
+    """Per row, the record columns actually handed over (for the provision record); `enum`
+    gives them as a two-value Enum (no string per row: national extracts)."""
     import polars as pl
 
     full = ",".join(grant.output_columns)
     reduced = ",".join(c for c in grant.output_columns if c not in ADDRESS_COLUMNS)
-    return pl.when(withheld(grant)).then(pl.lit(reduced)).otherwise(pl.lit(full))
+    dtype = pl.Enum(list(dict.fromkeys([full, reduced]))) if enum else pl.String
+    return pl.when(withheld(grant)).then(pl.lit(reduced, dtype)).otherwise(pl.lit(full, dtype))

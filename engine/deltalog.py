@@ -4,9 +4,10 @@ delta-rs's `write_deltalake` replays the table's whole file list on every append
 deltalake 1.6.6: 7.5 ms per commit at 40 files, 24 ms at 160 files, growing ~0.13 ms per file), and
 a month of ingest is ~94 journal commits onto a journal of thousands of files. The Delta protocol
 makes an append two steps: write the data file, then create log entry `<version>.json` if absent.
-Done here for tables of protocol 1/2 with no partitions and no features: the journal's blind
-appends, a file applied in parts, and the sorted base written by compaction (delta-rs's writer
-does not keep the order of the rows it is given). Schema changes, the journal's file merging and
+Done here for tables of protocol 1/2 with no features: the journal's blind appends, a file
+applied in parts, the sorted base written by compaction (delta-rs's writer does not keep the
+order of the rows it is given), and a national extract's provision records (partitioned, written
+bucket by bucket without holding 125 M rows). Schema changes, the journal's file merging and
 checkpoints stay with delta-rs, and every reader (delta-rs, Polars, DuckDB, Spark) reads these
 commits like its own.
 
@@ -50,17 +51,22 @@ def _ceil_ms(value: dt.datetime) -> dt.datetime:
     return floor if floor == value else floor + dt.timedelta(milliseconds=1)
 
 
-def file_stats(table: pa.Table) -> str:
+STRING_STAT_CHARS = 32  # longer strings: the minimum's prefix, no maximum (never a wrong skip)
+
+
+def file_stats(table: pa.Table, *, strings: bool = False) -> str:
     """Delta `stats` JSON: row count, and min/max/null count of the integer, boolean, date and
-    timestamp columns (what readers skip files on). Timestamps are widened to whole milliseconds,
-    as the Delta convention reads them, so a skip is never wrong."""
+    timestamp columns (what readers skip files on), and of the string columns when `strings`.
+    Timestamps are widened to whole milliseconds, as the Delta convention reads them, so a skip
+    is never wrong."""
     mins: dict[str, Any] = {}
     maxs: dict[str, Any] = {}
     nulls: dict[str, int] = {}
     for field, column in zip(table.schema, table.columns, strict=True):
         t = field.type
+        text = pa.types.is_string(t) or pa.types.is_large_string(t)
         if not (pa.types.is_integer(t) or pa.types.is_boolean(t) or pa.types.is_date32(t)
-                or pa.types.is_timestamp(t)):  # fmt: skip
+                or pa.types.is_timestamp(t) or (strings and text)):  # fmt: skip
             continue
         nulls[field.name] = column.null_count
         if column.null_count == len(column):
@@ -69,6 +75,11 @@ def file_stats(table: pa.Table) -> str:
         lo, hi = lo.as_py(), hi.as_py()
         if pa.types.is_timestamp(t):
             lo, hi = _floor_ms(lo), _ceil_ms(hi)
+        if text:
+            mins[field.name] = lo[:STRING_STAT_CHARS]
+            if len(hi) <= STRING_STAT_CHARS:
+                maxs[field.name] = hi
+            continue
         mins[field.name], maxs[field.name] = _stat_value(lo), _stat_value(hi)
     return json.dumps(
         {"numRecords": table.num_rows, "minValues": mins, "maxValues": maxs, "nullCount": nulls},
@@ -76,18 +87,48 @@ def file_stats(table: pa.Table) -> str:
     )
 
 
-def write_file(table_dir: Path, data: pa.Table, *, row_group_size: int | None = None) -> dict[str, Any]:
+def write_file(
+    table_dir: Path,
+    data: pa.Table,
+    *,
+    row_group_size: int | None = None,
+    partition: dict[str, Any] | None = None,
+    string_stats: bool = False,
+    stats_of: pa.Table | None = None,
+    plain_schema: bool = False,
+    dictionary: list[str] | None = None,
+    statistics: list[str] | None = None,
+) -> dict[str, Any]:
     """Write `data` as a new Parquet file of the table; returns its `add` action (uncommitted:
-    readers see it only once a commit names it)."""
+    readers see it only once a commit names it). `partition` (column → value, in the table's
+    partition order) puts the file under `col=value/…`; `data` then lacks those columns.
+    `stats_of`: a small table of the same columns holding the data's minimum and maximum (with
+    string statistics), when the writer knows them; `plain_schema` stores no Arrow schema, so
+    dictionary-encoded columns read back as the table's plain strings; `dictionary` names the
+    columns to dictionary-encode (default: all), `statistics` those with row-group statistics
+    (default: all)."""
     name = f"part-00000-{uuid.uuid4()}-c000.snappy.parquet"
-    pq.write_table(data, table_dir / name, compression="snappy", row_group_size=row_group_size)
+    values = {k: str(v) for k, v in (partition or {}).items()}
+    folder = "".join(f"{k}={v}/" for k, v in values.items())
+    (table_dir / folder).mkdir(parents=True, exist_ok=True)
+    path = table_dir / folder / name
+    pq.write_table(data, path, compression="snappy", row_group_size=row_group_size,
+                   store_schema=not plain_schema,
+                   use_dictionary=True if dictionary is None else dictionary,
+                   write_statistics=True if statistics is None else statistics)  # fmt: skip
+    if stats_of is not None:
+        stats = json.loads(file_stats(stats_of, strings=True))
+        stats["numRecords"] = data.num_rows
+        statistics = json.dumps(stats, separators=(",", ":"))
+    else:
+        statistics = file_stats(data, strings=string_stats)
     return {
-        "path": name,
-        "partitionValues": {},
-        "size": (table_dir / name).stat().st_size,
+        "path": folder + name,
+        "partitionValues": values,
+        "size": path.stat().st_size,
         "modificationTime": int(time.time() * 1000),
         "dataChange": True,
-        "stats": file_stats(data),
+        "stats": statistics,
     }
 
 

@@ -2,13 +2,20 @@
 or the persons reaching milestone ages in a month — always through the as-of read of
 `engine/history.py`, the agency's scope and the protected-person rule.
 
-Rows have no specified order; they are sorted by `resident_code` so that the same history gives
-the same file (`--known-at` reproduces an earlier extract byte for byte).
+National-size extracts stream (DESIGN "As-of reads"): the work runs over slices of person keys
+(`SLICE_PERSONS`, the compaction's slices: each reads one base file), each slice's rows handed
+on before the next is read, so memory follows the slice, never the 125 M rows.
+
+Rows have no specified order; they come in the order of the internal person key (never shown),
+so that the same history gives the same file (`--known-at` reproduces an earlier extract byte
+for byte: keys never change) and each slice is sorted cheaply (its base rows are nearly in
+order).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import polars as pl
@@ -17,8 +24,14 @@ from engine.access import Grant, in_scope, provided_columns, withhold
 from engine.age import age_expr, reached_on_expr
 from engine.codes import is_valid
 from engine.errors import UsageError
-from engine.history import registered_on
+from engine.derived import COMPACT_PERSONS
+from engine.history import person_slices, registered_on
 from engine.store import Store
+
+SLICE_PERSONS = COMPACT_PERSONS
+# One slice of an extract: the output rows, and per row its provision record
+# (`resident_code`, `columns`).
+Part = tuple[pl.DataFrame, pl.DataFrame]
 
 
 @dataclass(frozen=True)
@@ -48,56 +61,79 @@ class Region:
 
 
 def _registered(
-    store: Store, grant: Grant, *, date: dt.date, upto_batch: int | None, region: Region
-) -> pl.LazyFrame:
+    store: Store, grant: Grant, *, date: dt.date, upto_batch: int | None, region: Region,
+    person_range: tuple[int, int],
+) -> pl.LazyFrame:  # fmt: skip
     needed = [*grant.output_columns, "resident_code", "prefecture_code", "municipality_code",
               "birth_date"]  # fmt: skip
     return registered_on(store, date=date, upto_batch=upto_batch,
-                         columns=list(dict.fromkeys(needed))).filter(
+                         columns=list(dict.fromkeys(needed)), person_range=person_range).filter(
         region.expr() & in_scope(grant)
     )  # fmt: skip
 
 
-def _finish(
-    frame: pl.LazyFrame, grant: Grant, own: list[str]
-) -> tuple[pl.DataFrame, pl.DataFrame]:
+def _finish(frame: pl.LazyFrame, grant: Grant, own: list[str]) -> Part:
     """Withhold, order, and split into (output rows, provided records)."""
-    # fixed-width codes: numeric order is text order, and an int64 sort is far cheaper
-    shown = withhold(
-        frame.with_columns(pl.col("protected").fill_null(False)), grant
-    ).sort(pl.col("resident_code").cast(pl.Int64))
-    result = shown.with_columns(_provided=provided_columns(grant)).collect()
+    shown = withhold(frame.with_columns(pl.col("protected").fill_null(False)), grant)
+    result = shown.with_columns(_provided=provided_columns(grant, enum=True)).collect()
+    if not result["person"].is_sorted():  # a compacted store's rows come sorted already
+        result = result.sort("person")
     provided = result.select("resident_code", columns="_provided")
     return result.select(*grant.output_columns, *own), provided
 
 
-def base_date(
+def _parts(
+    store: Store, grant: Grant, own: list[str], slice_persons: int | None,
+    frame_of: Callable[[tuple[int, int]], pl.LazyFrame],
+) -> Iterator[Part]:  # fmt: skip
+    """The extract slice by slice (an empty store gives one empty part: the output's columns)."""
+    emitted = False
+    for person_range in person_slices(store, slice_persons or SLICE_PERSONS):
+        part = _finish(frame_of(person_range), grant, own)
+        if part[0].height or not emitted:
+            emitted = True
+            yield part
+
+
+def joined(parts: Iterator[Part]) -> Part:
+    """All parts as one (output rows, provided records), for callers that want the whole."""
+    tables, provided = zip(*parts, strict=True)
+    return pl.concat(tables), pl.concat(provided)
+
+
+def base_date_parts(
     store: Store, grant: Grant, *, date: dt.date, upto_batch: int | None = None,
-    region: Region = Region(),
-) -> tuple[pl.DataFrame, pl.DataFrame]:  # fmt: skip
+    region: Region = Region(), slice_persons: int | None = None,
+) -> Iterator[Part]:  # fmt: skip
     """Everyone registered (status 1) on the date, with the version in effect then."""
-    return _finish(_registered(store, grant, date=date, upto_batch=upto_batch, region=region),
-                   grant, [])  # fmt: skip
+    return _parts(store, grant, [], slice_persons, lambda persons: _registered(
+        store, grant, date=date, upto_batch=upto_batch, region=region, person_range=persons))
 
 
-def region_age(
+def region_age_parts(
     store: Store, grant: Grant, *, date: dt.date, min_age: int, max_age: int,
     upto_batch: int | None = None, region: Region = Region(),
-) -> tuple[pl.DataFrame, pl.DataFrame]:  # fmt: skip
+    slice_persons: int | None = None,
+) -> Iterator[Part]:  # fmt: skip
     """Persons registered on the date in the region with age on the date in [min_age, max_age]."""
     check_band(min_age, max_age)
-    frame = (
-        _registered(store, grant, date=date, upto_batch=upto_batch, region=region)
-        .with_columns(age=age_expr(pl.col("birth_date"), date))
-        .filter(pl.col("age").is_between(min_age, max_age))
-    )
-    return _finish(frame, grant, ["age"])
+
+    def frame(persons: tuple[int, int]) -> pl.LazyFrame:
+        return (
+            _registered(store, grant, date=date, upto_batch=upto_batch, region=region,
+                        person_range=persons)  # fmt: skip
+            .with_columns(age=age_expr(pl.col("birth_date"), date))
+            .filter(pl.col("age").is_between(min_age, max_age))
+        )
+
+    return _parts(store, grant, ["age"], slice_persons, frame)
 
 
-def milestone(
+def milestone_parts(
     store: Store, grant: Grant, *, first: dt.date, last: dt.date, ages: list[int],
     upto_batch: int | None = None, region: Region = Region(),
-) -> tuple[pl.DataFrame, pl.DataFrame]:  # fmt: skip
+    slice_persons: int | None = None,
+) -> Iterator[Part]:  # fmt: skip
     """Persons registered on the month's last day who reach one of the ages within the month."""
     if not ages or min(ages) < 0:
         raise UsageError(f"--ages {','.join(map(str, ages))}: not a list of ages")
@@ -106,12 +142,31 @@ def milestone(
     age = pl.coalesce([pl.when(m).then(pl.lit(a, pl.Int32)) for m, a in zip(in_month, ages,
                                                                              strict=True)])  # fmt: skip
     on = pl.coalesce([pl.when(m).then(r) for m, r in zip(in_month, reached, strict=True)])
-    frame = (
-        _registered(store, grant, date=last, upto_batch=upto_batch, region=region)
-        .with_columns(age=age, reached_on=on)
-        .filter(pl.col("age").is_not_null())
-    )
-    return _finish(frame, grant, ["age", "reached_on"])
+
+    def frame(persons: tuple[int, int]) -> pl.LazyFrame:
+        return (
+            _registered(store, grant, date=last, upto_batch=upto_batch, region=region,
+                        person_range=persons)  # fmt: skip
+            .with_columns(age=age, reached_on=on)
+            .filter(pl.col("age").is_not_null())
+        )
+
+    return _parts(store, grant, ["age", "reached_on"], slice_persons, frame)
+
+
+def base_date(store: Store, grant: Grant, **options: object) -> Part:
+    """`base_date_parts` as one table."""
+    return joined(base_date_parts(store, grant, **options))  # type: ignore[arg-type]
+
+
+def region_age(store: Store, grant: Grant, **options: object) -> Part:
+    """`region_age_parts` as one table."""
+    return joined(region_age_parts(store, grant, **options))  # type: ignore[arg-type]
+
+
+def milestone(store: Store, grant: Grant, **options: object) -> Part:
+    """`milestone_parts` as one table."""
+    return joined(milestone_parts(store, grant, **options))  # type: ignore[arg-type]
 
 
 def check_band(min_age: int, max_age: int) -> None:

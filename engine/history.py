@@ -16,7 +16,7 @@ import datetime as dt
 
 import polars as pl
 
-from engine.current import scan_current
+from engine.current import in_range, scan_current
 from engine.schema import RECORD_COLUMNS
 from engine.store import Store
 
@@ -64,30 +64,37 @@ def as_of(
     upto_batch: int | None = None,
     persons: pl.Series | None = None,
     columns: list[str] | None = None,
+    person_range: tuple[int, int] | None = None,
 ) -> pl.LazyFrame:
     """Per person the version in effect on `date`, as known at the batch bound (None: now).
 
-    `persons` restricts the read; the result has `columns` (default VERSION_COLUMNS; `person`
+    `persons` or `person_range` (low ≤ person < high) restricts the read; the result has `columns` (default VERSION_COLUMNS; `person`
     always), one row per person that has a version in effect on the date (any status: callers
     keep status 1 for "registered").
     """
     wanted = ["person", *[c for c in (columns or VERSION_COLUMNS) if c != "person"]]
-    current = scan_current(store, persons=persons).select(wanted)
-    dates = scan_current(store, persons=persons).select("person", "change_date")
+    current = scan_current(store, persons=persons, person_range=person_range).select(wanted)
+    dates = scan_current(store, persons=persons, person_range=person_range).select(
+        "person", "change_date"
+    )
     late = dates.filter(pl.col("change_date") > date).select("person")
     if upto_batch is not None:
         after = scan_history(store).filter(pl.col("batch") > upto_batch)
         if persons is not None:
             after = after.filter(pl.col("person").is_in(persons.implode()))
+        if person_range is not None:
+            after = after.filter(in_range(person_range))
         late = pl.concat([late, after.select("person")])
     late_persons = late.unique().collect()["person"]
     if late_persons.is_empty():
         return current
-    history = scan_history(store, upto_batch=upto_batch).filter(
-        pl.col("person").is_in(late_persons.implode())
-    )
+    history = scan_history(store, upto_batch=upto_batch)
+    if person_range is not None:
+        history = history.filter(in_range(person_range))
+    history = history.filter(pl.col("person").is_in(late_persons.implode()))
     corrected = effective_on(history, date, wanted)
-    kept = current.join(late_persons.to_frame().lazy(), on="person", how="anti")
+    kept = current.join(late_persons.to_frame().lazy(), on="person", how="anti",
+                        maintain_order="left")  # fmt: skip
     return pl.concat([kept, corrected], how="vertical_relaxed")
 
 
@@ -98,8 +105,15 @@ def registered_on(
     upto_batch: int | None = None,
     persons: pl.Series | None = None,
     columns: list[str] | None = None,
+    person_range: tuple[int, int] | None = None,
 ) -> pl.LazyFrame:
     """Persons registered (status 1) on `date`, with their version in effect then."""
     wanted = None if columns is None else list(dict.fromkeys([*columns, "status"]))
-    return as_of(store, date=date, upto_batch=upto_batch, persons=persons,
-                 columns=wanted).filter(pl.col("status") == 1)  # fmt: skip
+    return as_of(store, date=date, upto_batch=upto_batch, persons=persons, columns=wanted,
+                 person_range=person_range).filter(pl.col("status") == 1)  # fmt: skip
+
+
+def person_slices(store: Store, size: int) -> list[tuple[int, int]]:
+    """The person-key space in slices of `size` keys (keys are dense, 0 … next_person)."""
+    persons = store.journal_head().next_person
+    return [(low, min(low + size, persons)) for low in range(0, max(persons, 1), size)]

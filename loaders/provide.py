@@ -1,16 +1,21 @@
 """One provision request end to end (SPEC §5, §6; DESIGN Safety "one-shot outputs").
 
-authorise (a refusal is recorded and exits 3, nothing else written) → compute → commit the
-provision records (keyed by the request id) → write the output to a temporary name, fsync,
+authorise (a refusal is recorded and exits 3, nothing else written) → compute the rows and
+write them to a temporary name → commit the provision records (keyed by the request id) → fsync,
 rename → manifest → the request row. A crash in between over-records, the safe failure for an
-audit log. Every service (lookup, changes, extracts, stats) goes through `provide`.
+audit log; the output never appears without its records. Every service (lookup, changes,
+extracts, stats) goes through `provide`.
+
+A national extract streams: its rows come in parts (slices of persons), each part written while
+the next is computed, its records gathered compactly and committed in one commit at the end.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,19 +24,34 @@ import polars as pl
 from engine.access import Grant, authorize
 from engine.dates import iso_jst
 from engine.errors import JukiError
-from engine.provision import record_provisions
+from engine.provision import ProvisionBatch
 from engine.requests import record_request
 from engine.store import Store
-from loaders.outputs import OutputOptions, write_output
+from loaders.outputs import OutputOptions, OutputWriter
 
 
 @dataclass(frozen=True)
 class Provision:
     """What a service computed: the output rows, and per provided row its record
-    (`resident_code`, `columns`); `provided` is None for aggregates (nothing recorded)."""
+    (`resident_code`, `columns`); `provided` is None for aggregates (nothing recorded).
+    A streamed result gives `parts` instead (`count` of them, for progress)."""
 
-    table: pl.DataFrame
+    table: pl.DataFrame | None
     provided: pl.DataFrame | None
+    parts: Iterable[tuple[pl.DataFrame, pl.DataFrame | None]] | None = None
+    count: int = 1
+
+    @staticmethod
+    def streamed(
+        parts: Iterable[tuple[pl.DataFrame, pl.DataFrame | None]], count: int
+    ) -> Provision:
+        return Provision(None, None, parts, count)
+
+    def all_parts(self) -> Iterable[tuple[pl.DataFrame, pl.DataFrame | None]]:
+        if self.parts is not None:
+            return self.parts
+        assert self.table is not None
+        return [(self.table, self.provided)]
 
 
 @dataclass(frozen=True)
@@ -65,7 +85,8 @@ def provide(
     compute: Callable[[Grant], Provision],
     progress: Callable[[int, int], None] | None = None,
 ) -> ProvideSummary:
-    """Authorise, compute, record, write; returns what was written (progress: 4 steps)."""
+    """Authorise, compute (streaming into the output), record, publish; returns what was
+    written. Progress: authorisation, each part, the records, the output."""
     step = progress or (lambda done, total: None)
     started = time.perf_counter()
     if output is not None:
@@ -76,27 +97,57 @@ def provide(
     request: dict[str, Any] = {"request_id": grant.request_id, "requested_at": now, "agency": agency,
                "affair": affair, "function": function, "parameters": parameters,
                "columns": grant.output_columns if function != "stats" else []}  # fmt: skip
-    step(1, 4)
+    writer = None
     try:
         result = compute(grant)
-        step(2, 4)
-        recorded = 0
-        if result.provided is not None:
-            recorded = record_provisions(store, result.provided, grant, provided_at=now)
-        step(3, 4)
+        total = result.count + 3
+        step(1, total)
+        writer = OutputWriter(output) if output is not None else None
+        records = ProvisionBatch()
+        kept: list[pl.DataFrame] = []
+        rows = 0
+
+        def consume(table: Any) -> None:
+            if writer is not None:
+                writer.write(table)
+            else:
+                kept.append(table)
+
+        # each part is written (Parquet encoding releases the GIL) while the next is computed
+        with ThreadPoolExecutor(1) as pool:
+            pending: Future[None] | None = None
+            for done, (table, provided) in enumerate(result.all_parts(), start=2):
+                rows += table.height
+                prepared = writer.prepare(table) if writer is not None else table
+                if pending is not None:
+                    pending.result()
+                pending = pool.submit(consume, prepared)
+                if provided is not None:
+                    records.add(provided)
+                step(min(done, total - 2), total)
+            if pending is not None:
+                pending.result()
+        recorded = records.commit(store, grant, provided_at=now)
+        step(total - 1, total)
         written = None
-        if output is not None:
-            manifest = {**request, "requested_at": iso_jst(now)}
-            written = write_output(result.table, output, manifest)
+        if writer is not None:
+            written = writer.finish({**request, "requested_at": iso_jst(now)})
     except JukiError as e:
+        if writer is not None:
+            writer.abort()
         record_request(store, **request, status="failed", refused_reason=str(e))
         raise
-    record_request(store, **request, status="provided", rows=result.table.height,
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+    record_request(store, **request, status="provided", rows=rows,
                    output=str(output.path) if output else None,
                    output_sha256=written.sha256 if written else None)  # fmt: skip
-    step(4, 4)
+    step(total, total)
+    table = None if output else (pl.concat(kept) if len(kept) > 1 else kept[0])
     return ProvideSummary(
-        grant.request_id, result.table.height, recorded, str(output.path) if output else "",
+        grant.request_id, rows, recorded, str(output.path) if output else "",
         written.sha256 if written else "", written.replaced_characters if written else 0,
-        time.perf_counter() - started, None if output else result.table,
+        time.perf_counter() - started, table,
     )

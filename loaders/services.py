@@ -5,7 +5,7 @@ service under a grant, record and write through `provide`. The CLI is a thin lay
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,7 +13,7 @@ from typing import Any
 from engine.access import Grant
 from engine.dates import iso_jst
 from engine.errors import UsageError
-from engine.extract import Region
+from engine.extract import Part, Region
 from engine.store import Store
 from loaders.outputs import OutputOptions
 from loaders.provide import ProvideSummary, Provision, provide
@@ -115,15 +115,19 @@ def _extract(
     parameters: dict[str, Any],
     region: Region,
     known_at: dt.datetime | None,
-    query: Callable[[Grant, int | None], tuple[Any, Any]],
+    query: Callable[[Grant, int | None], Iterator[Part]],
 ) -> ProvideSummary:
-    """One extract (function `extract`): region checked first, then `provide`."""
+    """One extract (function `extract`): region checked first, then `provide`, streamed by
+    slices of persons."""
+    from engine import extract
+    from engine.history import person_slices
+
     region.check()
     parameters = {**_common(who, known_at), **parameters, "region": region.to_json()}
 
     def compute(grant: Grant) -> Provision:
-        table, provided = query(grant, _bound(store, known_at))
-        return Provision(table, provided)
+        count = len(person_slices(store, extract.SLICE_PERSONS))
+        return Provision.streamed(query(grant, _bound(store, known_at)), count)
 
     return provide(store, agency=who.agency, affair=who.affair, function="extract",
                    columns=who.columns, parameters=parameters, output=who.output, now=who.now,
@@ -135,11 +139,11 @@ def run_base_date(
     region: Region | None = None,
 ) -> ProvideSummary:  # fmt: skip
     """`juki extract base-date --date D`: everyone registered on D (SPEC §5)."""
-    from engine.extract import base_date
+    from engine.extract import base_date_parts
 
     region = region or Region()
     return _extract(store, who, {"extract": "base-date", "date": date.isoformat()}, region,
-                    known_at, lambda grant, upto: base_date(store, grant, date=date,
+                    known_at, lambda grant, upto: base_date_parts(store, grant, date=date,
                                                             upto_batch=upto, region=region))  # fmt: skip
 
 
@@ -148,14 +152,14 @@ def run_region_age(
     known_at: dt.datetime | None = None, region: Region | None = None,
 ) -> ProvideSummary:  # fmt: skip
     """`juki extract region-age --date D --min-age A --max-age B` (SPEC §5)."""
-    from engine.extract import check_band, region_age
+    from engine.extract import check_band, region_age_parts
 
     check_band(min_age, max_age)
     region = region or Region()
     parameters = {"extract": "region-age", "date": date.isoformat(), "min_age": min_age,
                   "max_age": max_age}  # fmt: skip
     return _extract(store, who, parameters, region, known_at,
-                    lambda grant, upto: region_age(store, grant, date=date, min_age=min_age,
+                    lambda grant, upto: region_age_parts(store, grant, date=date, min_age=min_age,
                                                    max_age=max_age, upto_batch=upto,
                                                    region=region))  # fmt: skip
 
@@ -166,13 +170,13 @@ def run_milestone(
 ) -> ProvideSummary:  # fmt: skip
     """`juki extract milestone --month YYYY-MM --ages 20,34` (SPEC §5, Age)."""
     from engine.dates import parse_month
-    from engine.extract import milestone
+    from engine.extract import milestone_parts
 
     first, last = parse_month(month)
     region = region or Region()
     parameters = {"extract": "milestone", "month": month, "ages": ages}
     return _extract(store, who, parameters, region, known_at,
-                    lambda grant, upto: milestone(store, grant, first=first, last=last,
+                    lambda grant, upto: milestone_parts(store, grant, first=first, last=last,
                                                   ages=ages, upto_batch=upto, region=region))  # fmt: skip
 
 

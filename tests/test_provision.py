@@ -98,7 +98,7 @@ def test_records_are_committed_before_the_output_so_a_crash_over_records(
     def crash(*args: object, **kwargs: object) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr(provide, "write_output", crash)
+    monkeypatch.setattr(provide.OutputWriter, "finish", crash)
     out = tmp_path / "never.parquet"
     with pytest.raises(OSError):
         run_lookup(renamed, tmp_path / "req.csv", requester("JPS", "pension-change", out),

@@ -11,7 +11,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from read_oracle import well_formed
 
-from engine.code_kernels import VIEW, parse_views, parse_views_numpy
+from engine.code_kernels import (
+    VIEW,
+    format_codes,
+    format_codes_reference,
+    parse_views,
+    parse_views_numpy,
+)
 from engine.resolve import CHECK_WEIGHTS, parse_code_series
 
 KINDS = st.sampled_from(["my_number", "resident_code"])
@@ -64,3 +70,13 @@ def test_a_series_of_several_chunks_parses_like_one(data: st.DataObject, kind: s
     chunked = pl.concat([whole.slice(0, cut), whole.slice(cut)], rechunk=False)
     got = parse_code_series(chunked, kind).to_list()  # type: ignore[arg-type]
     assert got == [int(c) if well_formed(kind, c) else None for c in codes]
+
+
+@given(st.lists(st.integers(0, 10**11 - 1), max_size=200), st.sampled_from([11, 12]))
+def test_formatting_codes_is_zero_padded_text_and_agrees_with_its_twin(
+    values: list[int], width: int
+) -> None:
+    array = np.array(values, dtype=np.int64)
+    text = format_codes(array, width)
+    assert text.tobytes() == format_codes_reference(array, width).tobytes()
+    assert text.tobytes().decode("ascii") == "".join(f"{v:0{width}d}" for v in values)
