@@ -20,14 +20,18 @@ def scan_current(
     *,
     persons: Sequence[int] | pl.Series | None = None,
     person_range: tuple[int, int] | None = None,
+    newest: pl.DataFrame | None = None,
 ) -> pl.LazyFrame:
     """LazyFrame of current rows (one per person with an effective version).
 
     `person_range` (low, high) keeps persons low ≤ person < high, read by pruning: the base is
-    sorted by person, one file per compaction slice.
+    sorted by person, one file per compaction slice. `newest`: the delta's rows as
+    `newest_delta` read them once (a national extract reads many slices; the delta's files span
+    every person, so each slice would decode all of them again).
     """
     base = pl.scan_delta(str(store.table_path("current_base")))
-    delta = pl.scan_delta(str(store.table_path("current_delta")))
+    delta = (pl.scan_delta(str(store.table_path("current_delta"))) if newest is None
+             else newest.lazy())  # fmt: skip
     if person_range is not None:
         mine = in_range(person_range)
         base, delta = base.filter(mine), delta.filter(mine)
@@ -35,10 +39,28 @@ def scan_current(
         keys = pl.Series("person", persons, dtype=pl.Int64)
         base = base.filter(pl.col("person").is_in(keys.implode()))
         delta = delta.filter(pl.col("person").is_in(keys.implode()))
-    newest = delta.sort(ORDER).unique(subset="person", keep="last", maintain_order=False)
+    if newest is None:
+        delta = delta.sort(ORDER).unique(subset="person", keep="last", maintain_order=False)
+    else:
+        base = base.select(newest.columns)
+    newest_rows = delta
     # the base's order is kept (it is sorted by person): national extracts then need no sort
-    rest = base.join(newest.select("person"), on="person", how="anti", maintain_order="left")
-    return pl.concat([rest, newest], how="vertical").filter(pl.col("version").is_not_null())
+    rest = base.join(newest_rows.select("person"), on="person", how="anti", maintain_order="left")
+    return pl.concat([rest, newest_rows], how="vertical").filter(pl.col("version").is_not_null())
+
+
+def newest_delta(store: Store, columns: list[str]) -> pl.DataFrame:
+    """The delta's newest row per person (tombstones included), with `columns` (and `person`,
+    `version`), sorted by person: for `scan_current(newest=...)`."""
+    wanted = list(dict.fromkeys(["person", "version", *columns]))
+    return (
+        pl.scan_delta(str(store.table_path("current_delta")))
+        .sort(ORDER)
+        .unique(subset="person", keep="last", maintain_order=False)
+        .select(wanted)
+        .sort("person")
+        .collect()
+    )
 
 
 def in_range(person_range: tuple[int, int]) -> pl.Expr:

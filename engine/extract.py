@@ -24,6 +24,7 @@ from engine.access import Grant, in_scope, provided_columns, withhold
 from engine.age import age_expr, reached_on_expr
 from engine.codes import is_valid
 from engine.errors import UsageError
+from engine.current import newest_delta
 from engine.derived import COMPACT_PERSONS
 from engine.history import person_slices, registered_on
 from engine.store import Store
@@ -60,14 +61,17 @@ class Region:
         return {"prefecture": list(self.prefectures), "municipality": list(self.municipalities)}
 
 
+def _needed(grant: Grant) -> list[str]:
+    return list(dict.fromkeys([*grant.output_columns, "resident_code", "prefecture_code",
+                               "municipality_code", "birth_date"]))  # fmt: skip
+
+
 def _registered(
     store: Store, grant: Grant, *, date: dt.date, upto_batch: int | None, region: Region,
-    person_range: tuple[int, int],
+    person_range: tuple[int, int], newest: pl.DataFrame,
 ) -> pl.LazyFrame:  # fmt: skip
-    needed = [*grant.output_columns, "resident_code", "prefecture_code", "municipality_code",
-              "birth_date"]  # fmt: skip
-    return registered_on(store, date=date, upto_batch=upto_batch,
-                         columns=list(dict.fromkeys(needed)), person_range=person_range).filter(
+    return registered_on(store, date=date, upto_batch=upto_batch, columns=_needed(grant),
+                         person_range=person_range, newest=newest).filter(
         region.expr() & in_scope(grant)
     )  # fmt: skip
 
@@ -75,21 +79,33 @@ def _registered(
 def _finish(frame: pl.LazyFrame, grant: Grant, own: list[str]) -> Part:
     """Withhold, order, and split into (output rows, provided records)."""
     shown = withhold(frame.with_columns(pl.col("protected").fill_null(False)), grant)
-    result = shown.with_columns(_provided=provided_columns(grant, enum=True)).collect()
-    if not result["person"].is_sorted():  # a compacted store's rows come sorted already
-        result = result.sort("person")
+    result = in_person_order(
+        shown.with_columns(_provided=provided_columns(grant, enum=True)).collect()
+    )
     provided = result.select("resident_code", columns="_provided")
     return result.select(*grant.output_columns, *own), provided
 
 
+def in_person_order(frame: pl.DataFrame) -> pl.DataFrame:
+    """The rows sorted by person. They come as the base's rows (sorted by person: compaction
+    writes them so) followed by the few from the delta and the as-of corrections, so a freshly
+    compacted store needs no sort at all."""
+    person = frame["person"]
+    if person.is_sorted():
+        return frame
+    return frame[person.arg_sort()]  # measured: half the time of frame.sort("person")
+
+
 def _parts(
     store: Store, grant: Grant, own: list[str], slice_persons: int | None,
-    frame_of: Callable[[tuple[int, int]], pl.LazyFrame],
+    frame_of: Callable[[tuple[int, int], pl.DataFrame], pl.LazyFrame],
 ) -> Iterator[Part]:  # fmt: skip
-    """The extract slice by slice (an empty store gives one empty part: the output's columns)."""
+    """The extract slice by slice (an empty store gives one empty part: the output's columns);
+    the current delta is read once for all slices."""
     emitted = False
+    newest = newest_delta(store, [*_needed(grant), "status", "change_date"])
     for person_range in person_slices(store, slice_persons or SLICE_PERSONS):
-        part = _finish(frame_of(person_range), grant, own)
+        part = _finish(frame_of(person_range, newest), grant, own)
         if part[0].height or not emitted:
             emitted = True
             yield part
@@ -106,8 +122,9 @@ def base_date_parts(
     region: Region = Region(), slice_persons: int | None = None,
 ) -> Iterator[Part]:  # fmt: skip
     """Everyone registered (status 1) on the date, with the version in effect then."""
-    return _parts(store, grant, [], slice_persons, lambda persons: _registered(
-        store, grant, date=date, upto_batch=upto_batch, region=region, person_range=persons))
+    return _parts(store, grant, [], slice_persons, lambda persons, newest: _registered(
+        store, grant, date=date, upto_batch=upto_batch, region=region, person_range=persons,
+        newest=newest))  # fmt: skip
 
 
 def region_age_parts(
@@ -118,10 +135,10 @@ def region_age_parts(
     """Persons registered on the date in the region with age on the date in [min_age, max_age]."""
     check_band(min_age, max_age)
 
-    def frame(persons: tuple[int, int]) -> pl.LazyFrame:
+    def frame(persons: tuple[int, int], newest: pl.DataFrame) -> pl.LazyFrame:
         return (
             _registered(store, grant, date=date, upto_batch=upto_batch, region=region,
-                        person_range=persons)  # fmt: skip
+                        person_range=persons, newest=newest)  # fmt: skip
             .with_columns(age=age_expr(pl.col("birth_date"), date))
             .filter(pl.col("age").is_between(min_age, max_age))
         )
@@ -143,10 +160,10 @@ def milestone_parts(
                                                                              strict=True)])  # fmt: skip
     on = pl.coalesce([pl.when(m).then(r) for m, r in zip(in_month, reached, strict=True)])
 
-    def frame(persons: tuple[int, int]) -> pl.LazyFrame:
+    def frame(persons: tuple[int, int], newest: pl.DataFrame) -> pl.LazyFrame:
         return (
             _registered(store, grant, date=last, upto_batch=upto_batch, region=region,
-                        person_range=persons)  # fmt: skip
+                        person_range=persons, newest=newest)  # fmt: skip
             .with_columns(age=age, reached_on=on)
             .filter(pl.col("age").is_not_null())
         )

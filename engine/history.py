@@ -65,18 +65,21 @@ def as_of(
     persons: pl.Series | None = None,
     columns: list[str] | None = None,
     person_range: tuple[int, int] | None = None,
+    newest: pl.DataFrame | None = None,
 ) -> pl.LazyFrame:
     """Per person the version in effect on `date`, as known at the batch bound (None: now).
 
-    `persons` or `person_range` (low ≤ person < high) restricts the read; the result has `columns` (default VERSION_COLUMNS; `person`
+    `persons` or `person_range` (low ≤ person < high) restricts the read (`newest`: the
+    current delta read once, see `scan_current`; it must hold `columns` and `change_date`); the
+    result has `columns` (default VERSION_COLUMNS; `person`
     always), one row per person that has a version in effect on the date (any status: callers
     keep status 1 for "registered").
     """
     wanted = ["person", *[c for c in (columns or VERSION_COLUMNS) if c != "person"]]
-    current = scan_current(store, persons=persons, person_range=person_range).select(wanted)
-    dates = scan_current(store, persons=persons, person_range=person_range).select(
-        "person", "change_date"
-    )
+    current = scan_current(store, persons=persons, person_range=person_range,
+                           newest=newest).select(wanted)  # fmt: skip
+    dates = scan_current(store, persons=persons, person_range=person_range,
+                         newest=newest).select("person", "change_date")  # fmt: skip
     late = dates.filter(pl.col("change_date") > date).select("person")
     if upto_batch is not None:
         after = scan_history(store).filter(pl.col("batch") > upto_batch)
@@ -106,11 +109,12 @@ def registered_on(
     persons: pl.Series | None = None,
     columns: list[str] | None = None,
     person_range: tuple[int, int] | None = None,
+    newest: pl.DataFrame | None = None,
 ) -> pl.LazyFrame:
     """Persons registered (status 1) on `date`, with their version in effect then."""
     wanted = None if columns is None else list(dict.fromkeys([*columns, "status"]))
     return as_of(store, date=date, upto_batch=upto_batch, persons=persons, columns=wanted,
-                 person_range=person_range).filter(pl.col("status") == 1)  # fmt: skip
+                 person_range=person_range, newest=newest).filter(pl.col("status") == 1)  # fmt: skip
 
 
 def person_slices(store: Store, size: int) -> list[tuple[int, int]]:

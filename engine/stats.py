@@ -44,20 +44,36 @@ def age5_label(band: pl.Expr) -> pl.Expr:
 
 
 def counts(
-    store: Store, grant: Grant, *, date: dt.date, by: list[str], upto_batch: int | None = None
-) -> pl.DataFrame:
-    """`count` of persons registered on the date per group of `by` (output column names)."""
+    store: Store, grant: Grant, *, date: dt.date, by: list[str], upto_batch: int | None = None,
+    slice_persons: int | None = None,
+) -> pl.DataFrame:  # fmt: skip
+    """`count` of persons registered on the date per group of `by` (output column names).
+
+    Counted slice by slice of person keys (the extracts' slices), the slices' counts summed:
+    memory follows a slice, never the population."""
+    from engine.current import newest_delta
+    from engine.extract import SLICE_PERSONS
+    from engine.history import person_slices
+
+    columns = ["prefecture_code", "municipality_code", "birth_date", "sex"]
+    newest = newest_delta(store, [*columns, "status", "change_date"])
     band = pl.min_horizontal(age_expr(pl.col("birth_date"), date) // 5, pl.lit(TOP_BAND))
-    frame = registered_on(store, date=date, upto_batch=upto_batch, columns=[
-        "prefecture_code", "municipality_code", "birth_date", "sex"]).filter(in_scope(grant))  # fmt: skip
     keys = [c if c != "age5" else "_band" for c in by]
+    partial = []
+    for person_range in person_slices(store, slice_persons or SLICE_PERSONS):
+        frame = registered_on(store, date=date, upto_batch=upto_batch, columns=columns,
+                              person_range=person_range, newest=newest).filter(in_scope(grant))  # fmt: skip
+        partial.append(
+            (frame.with_columns(_band=band.cast(pl.Int32)).group_by(keys).agg(count=pl.len())
+             if by else frame.select(count=pl.len())).collect()
+        )  # fmt: skip
+    summed = pl.concat(partial)
+    if not by:
+        return summed.select(count=pl.col("count").sum().cast(pl.Int64))
     grouped = (
-        frame.with_columns(_band=band.cast(pl.Int32))
-        .group_by(keys)
-        .agg(count=pl.len().cast(pl.Int64))
+        summed.group_by(keys)
+        .agg(count=pl.col("count").sum().cast(pl.Int64))
         .sort(keys)
         .with_columns([age5_label(pl.col("_band")).alias("age5")] if "age5" in by else [])
     )
-    return grouped.select(*by, "count").collect() if by else frame.select(
-        count=pl.len().cast(pl.Int64)
-    ).collect()
+    return grouped.select(*by, "count")

@@ -269,3 +269,14 @@ def test_milestones_follow_the_spec_examples(tmp_path: Path) -> None:
 def test_a_bad_region_is_a_usage_error(region: extract.Region, message: str) -> None:
     with pytest.raises(UsageError, match=message):
         region.check()
+
+
+@given(head=st.lists(st.integers(0, 50), max_size=30), tail=st.lists(st.integers(0, 50),
+                                                                       max_size=10))  # fmt: skip
+def test_person_order_sorts_a_sorted_head_and_any_tail(head: list[int], tail: list[int]) -> None:
+    persons = sorted(head) + tail
+    frame = pl.DataFrame({"person": persons, "row": list(range(len(persons)))},
+                         schema={"person": pl.Int64, "row": pl.Int64})  # fmt: skip
+    got = extract.in_person_order(frame)
+    assert got["person"].to_list() == sorted(persons)
+    assert sorted(got.rows()) == sorted(frame.rows())

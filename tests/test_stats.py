@@ -66,7 +66,9 @@ def test_counts_agree_with_the_oracle(story: Story, data: st.DataObject) -> None
             by = [c for c in GROUP_ORDER if data.draw(st.booleans())]
             day = data.draw(st.dates(dt.date(2023, 5, 1), dt.date(2027, 8, 1)))
             at = data.draw(st.sampled_from([None, *story.stamps]))
-            got = counts(store, grant, date=day, by=by, upto_batch=known_batch(store, at))
+            sliced = data.draw(st.sampled_from([None, 1, 3]))  # counted by slices of persons
+            got = counts(store, grant, date=day, by=by, upto_batch=known_batch(store, at),
+                         slice_persons=sliced)  # fmt: skip
             assert got.to_dicts() == oracle_counts(history, day, at, by, grant.prefecture), (
                 f"{agency} {by} D={day} T={at}\n{story.describe()}")  # fmt: skip
 
