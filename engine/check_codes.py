@@ -55,6 +55,7 @@ def registry_findings(history: pl.LazyFrame, held: dict[int, tuple[np.ndarray, n
         issued = registry.filter(pl.col("kind") == kind).select("code", "person").collect()
         issued_codes, issued_persons, theirs = split_by_residue(
             issued["code"].to_numpy(), issued["person"].to_numpy(), passes)  # fmt: skip
+        del issued  # 2 GB at national size; `_shared` reads back the few rows it needs
         shared, missing = [], []
         for part in range(passes):
             a, b = slice(mine[part], mine[part + 1]), slice(theirs[part], theirs[part + 1])
@@ -65,7 +66,7 @@ def registry_findings(history: pl.LazyFrame, held: dict[int, tuple[np.ndarray, n
                 missing.append(missing_codes(codes[a], issued_codes[b]))
         del codes, persons, issued_codes, issued_persons
         if shared and sum(map(len, shared)):
-            found.append(_shared(history, kind, np.concatenate(shared), issued))
+            found.append(_shared(history, kind, np.concatenate(shared), registry))
         if missing and sum(map(len, missing)):
             found.append(_missing(history, kind, np.concatenate(missing)))
     if not found:
@@ -86,12 +87,13 @@ def _holding_versions(history: pl.LazyFrame, kind: int, codes: np.ndarray) -> pl
 
 
 def _shared(history: pl.LazyFrame, kind: int, shared: np.ndarray,
-            issued: pl.DataFrame) -> pl.DataFrame:  # fmt: skip
+            registry: pl.LazyFrame) -> pl.DataFrame:  # fmt: skip
     """Every holder of a shared code: its versions carrying it, or none (the registry's)."""
+    issued = registry.filter(
+        (pl.col("kind") == kind) & pl.col("code").is_in(pl.Series(shared).implode())
+    ).select("code", "person", version=pl.lit(None, pl.Int32)).collect()
     rows = pl.concat([
-        _holding_versions(history, kind, shared).select("code", "person", "version"),
-        issued.filter(pl.col("code").is_in(pl.Series(shared).implode()))
-        .select("code", "person", version=pl.lit(None, pl.Int32)),
+        _holding_versions(history, kind, shared).select("code", "person", "version"), issued,
     ])  # fmt: skip
     holders = rows.group_by("code").agg(holders=pl.col("person").n_unique())
     return rows.join(holders, on="code").select(
