@@ -120,13 +120,19 @@ def _as_current(frame: pl.DataFrame) -> pl.DataFrame:
 
 
 def current_rows(
-    store: Store, rows: pl.DataFrame, *, upto: int, earlier: pl.DataFrame | None = None
+    store: Store,
+    rows: pl.DataFrame,
+    *,
+    upto: int,
+    earlier: pl.DataFrame | None = None,
+    covered: pl.Series | None = None,
+    earlier_upto: int = 0,
 ) -> pl.DataFrame:
     """New current rows for the persons that `rows` (journal rows) touch.
 
     A person with an `X1` needs their whole history: `earlier` may hold the applied journal rows
-    before `rows` of every such person (the ingest session read them already), else the journal
-    is read for them."""
+    up to batch `earlier_upto` of the persons in `covered` (the ingest session read them
+    already, or created the person); the journal is read for any other."""
     applied = rows.filter(pl.col("outcome").is_in(APPLIED))
     if applied.is_empty():
         return pl.DataFrame(schema=pl.from_arrow(CURRENT_SCHEMA.empty_table()).schema)
@@ -153,7 +159,14 @@ def current_rows(
             history = history_of(store, x1_persons, upto=upto)
         else:
             mine = pl.col("person").is_in(x1_persons.implode())
-            history = pl.concat([earlier.filter(mine), applied.filter(mine)], how="diagonal_relaxed")
+            read = [earlier.filter(mine)]
+            # an X1 naming its person by a code issued in the same session (a code change
+            # cancelled at once) did not make the session read that person's history
+            unread = x1_persons.filter(~x1_persons.is_in(
+                (covered if covered is not None else earlier["person"]).implode()))  # fmt: skip
+            if len(unread):
+                read.append(history_of(store, unread, upto=earlier_upto))
+            history = pl.concat([*read, applied.filter(mine)], how="diagonal_relaxed")
         parts.append(effective_rows(history))
     return pl.concat(parts, how="vertical_relaxed")
 
@@ -206,12 +219,13 @@ def catch_up(
     *,
     rows_after: int = 0,
     earlier: pl.DataFrame | None = None,
+    covered: pl.Series | None = None,
 ) -> int:
     """Bring every derived table to the journal head; returns the head batch.
 
     `rows` may carry journal rows already in memory (every batch after `rows_after`), which
     saves reading them back; otherwise they are read from the journal. `earlier`: the applied
-    journal rows up to `rows_after` of the persons those rows cancel for (see current_rows).
+    journal rows up to `rows_after` of the persons in `covered` (see current_rows).
     """
     head = store.journal_head().batch
     if head == 0:
@@ -225,7 +239,8 @@ def catch_up(
     builders: dict[str, tuple[Callable[[pl.DataFrame], pl.DataFrame], str]] = {
         "codes": (code_rows, "append"),
         "current_delta": (
-            lambda r: current_rows(store, r, upto=head, earlier=earlier), "append"
+            lambda r: current_rows(store, r, upto=head, earlier=earlier, covered=covered,
+                                   earlier_upto=rows_after), "append"
         ),
         "positions": (lambda r: position_rows(store, r), "overwrite"),
         "held": (lambda r: held_rows(store, r), "overwrite"),

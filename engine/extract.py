@@ -24,9 +24,9 @@ from engine.access import Grant, in_scope, provided_columns, withhold
 from engine.age import age_expr, reached_on_expr
 from engine.codes import is_valid
 from engine.errors import UsageError
-from engine.current import newest_delta
 from engine.derived import COMPACT_PERSONS
-from engine.history import person_slices, registered_on
+from engine.history import person_slices
+from engine.slices import SliceReader, slice_reader, versions_on
 from engine.store import Store
 
 SLICE_PERSONS = COMPACT_PERSONS
@@ -67,13 +67,13 @@ def _needed(grant: Grant) -> list[str]:
 
 
 def _registered(
-    store: Store, grant: Grant, *, date: dt.date, upto_batch: int | None, region: Region,
-    person_range: tuple[int, int], newest: pl.DataFrame,
+    store: Store, grant: Grant, *, date: dt.date, region: Region, person_range: tuple[int, int],
+    reader: SliceReader,
 ) -> pl.LazyFrame:  # fmt: skip
-    return registered_on(store, date=date, upto_batch=upto_batch, columns=_needed(grant),
-                         person_range=person_range, newest=newest).filter(
-        region.expr() & in_scope(grant)
-    )  # fmt: skip
+    """The slice's persons registered on the date, in the region and the grant's scope."""
+    wanted = (pl.col("status") == 1) & region.expr() & in_scope(grant)
+    return versions_on(store, reader, date=date, person_range=person_range,
+                       prefilter=wanted).lazy().filter(wanted)  # fmt: skip
 
 
 def _finish(frame: pl.LazyFrame, grant: Grant, own: list[str]) -> Part:
@@ -98,14 +98,14 @@ def in_person_order(frame: pl.DataFrame) -> pl.DataFrame:
 
 def _parts(
     store: Store, grant: Grant, own: list[str], slice_persons: int | None,
-    frame_of: Callable[[tuple[int, int], pl.DataFrame], pl.LazyFrame],
+    upto_batch: int | None, frame_of: Callable[[tuple[int, int], SliceReader], pl.LazyFrame],
 ) -> Iterator[Part]:  # fmt: skip
     """The extract slice by slice (an empty store gives one empty part: the output's columns);
-    the current delta is read once for all slices."""
+    what spans every slice (the current delta, the rows since the base) is read once."""
     emitted = False
-    newest = newest_delta(store, [*_needed(grant), "status", "change_date"])
+    reader = slice_reader(store, columns=[*_needed(grant), "status"], upto_batch=upto_batch)
     for person_range in person_slices(store, slice_persons or SLICE_PERSONS):
-        part = _finish(frame_of(person_range, newest), grant, own)
+        part = _finish(frame_of(person_range, reader), grant, own)
         if part[0].height or not emitted:
             emitted = True
             yield part
@@ -122,9 +122,8 @@ def base_date_parts(
     region: Region = Region(), slice_persons: int | None = None,
 ) -> Iterator[Part]:  # fmt: skip
     """Everyone registered (status 1) on the date, with the version in effect then."""
-    return _parts(store, grant, [], slice_persons, lambda persons, newest: _registered(
-        store, grant, date=date, upto_batch=upto_batch, region=region, person_range=persons,
-        newest=newest))  # fmt: skip
+    return _parts(store, grant, [], slice_persons, upto_batch, lambda persons, reader: _registered(
+        store, grant, date=date, region=region, person_range=persons, reader=reader))  # fmt: skip
 
 
 def region_age_parts(
@@ -135,15 +134,15 @@ def region_age_parts(
     """Persons registered on the date in the region with age on the date in [min_age, max_age]."""
     check_band(min_age, max_age)
 
-    def frame(persons: tuple[int, int], newest: pl.DataFrame) -> pl.LazyFrame:
+    def frame(persons: tuple[int, int], reader: SliceReader) -> pl.LazyFrame:
         return (
-            _registered(store, grant, date=date, upto_batch=upto_batch, region=region,
-                        person_range=persons, newest=newest)  # fmt: skip
+            _registered(store, grant, date=date, region=region, person_range=persons,
+                        reader=reader)  # fmt: skip
             .with_columns(age=age_expr(pl.col("birth_date"), date))
             .filter(pl.col("age").is_between(min_age, max_age))
         )
 
-    return _parts(store, grant, ["age"], slice_persons, frame)
+    return _parts(store, grant, ["age"], slice_persons, upto_batch, frame)
 
 
 def milestone_parts(
@@ -160,15 +159,15 @@ def milestone_parts(
                                                                              strict=True)])  # fmt: skip
     on = pl.coalesce([pl.when(m).then(r) for m, r in zip(in_month, reached, strict=True)])
 
-    def frame(persons: tuple[int, int], newest: pl.DataFrame) -> pl.LazyFrame:
+    def frame(persons: tuple[int, int], reader: SliceReader) -> pl.LazyFrame:
         return (
-            _registered(store, grant, date=last, upto_batch=upto_batch, region=region,
-                        person_range=persons, newest=newest)  # fmt: skip
+            _registered(store, grant, date=last, region=region, person_range=persons,
+                        reader=reader)  # fmt: skip
             .with_columns(age=age, reached_on=on)
             .filter(pl.col("age").is_not_null())
         )
 
-    return _parts(store, grant, ["age", "reached_on"], slice_persons, frame)
+    return _parts(store, grant, ["age", "reached_on"], slice_persons, upto_batch, frame)
 
 
 def base_date(store: Store, grant: Grant, **options: object) -> Part:

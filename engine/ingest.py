@@ -420,7 +420,8 @@ class IngestSession:
                         ob.journal, {**self._head_metadata(), "juki_file": file})  # fmt: skip
         self.journal_version += 1
         faults.point("journal-commit")
-        ob.commit_derived(self.store, self.histories)
+        known = self.glob[: int(self.counts[0])][self.history_loaded[: int(self.counts[0])]]
+        ob.commit_derived(self.store, self.histories, known)
         summary = ob.summary()
         self._open = None
         self._reset_state()
@@ -625,7 +626,9 @@ class IngestSession:
         earlier = pl.concat(self.histories, how="diagonal_relaxed") if self.histories else None
         if earlier is None and rows is not None:
             earlier = rows.clear()
-        head = derived.catch_up(self.store, rows, rows_after=self.start_batch, earlier=earlier)
+        known = self.glob[: int(self.counts[0])][self.history_loaded[: int(self.counts[0])]]
+        head = derived.catch_up(self.store, rows, rows_after=self.start_batch, earlier=earlier,
+                                covered=pl.Series("person", known, pl.Int64))  # fmt: skip
         self._reset_state()
         return head
 
@@ -680,13 +683,21 @@ class _OpenBatch:
         ]  # fmt: skip
         self.rejects.append(_rejects(journal))
 
-    def commit_derived(self, store: Store, histories: list[pl.DataFrame]) -> None:
+    def commit_derived(
+        self, store: Store, histories: list[pl.DataFrame], known: np.ndarray
+    ) -> None:
         """After the journal commit: each derived table's files in one commit, marked as
         reflecting the batch (a crash before leaves them behind, and catch_up repairs that).
-        `histories`: the store histories the session read for persons with an X1."""
+        `histories`: the store histories the session read for persons with an X1; `known`: the
+        persons whose store history is among them (or who have none: created in the session)."""
         if self.cancelled:
             persons = pl.Series("person", sorted(self.cancelled), pl.Int64)
             mine = pl.col("person").is_in(persons.implode())
+            # An X1 that names its person by a code issued in this same batch (a code change
+            # cancelled at once) did not make the session read the person's history: read it.
+            unread = persons.filter(~persons.is_in(pl.Series(known, dtype=pl.Int64).implode()))
+            if len(unread):
+                histories = [*histories, derived.history_of(store, unread, upto=self.batch - 1)]
             batch_rows = pl.read_parquet(
                 [str(store.table_path("journal") / a["path"]) for a in self.journal]
             ).filter(mine & pl.col("outcome").is_in(derived.APPLIED))

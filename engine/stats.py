@@ -16,7 +16,6 @@ import polars as pl
 from engine.access import Grant, in_scope
 from engine.age import age_expr
 from engine.errors import UsageError
-from engine.history import registered_on
 from engine.store import Store
 
 GROUPS = {"prefecture": "prefecture_code", "municipality": "municipality_code", "age5": "age5",
@@ -51,18 +50,19 @@ def counts(
 
     Counted slice by slice of person keys (the extracts' slices), the slices' counts summed:
     memory follows a slice, never the population."""
-    from engine.current import newest_delta
     from engine.extract import SLICE_PERSONS
     from engine.history import person_slices
+    from engine.slices import slice_reader, versions_on
 
-    columns = ["prefecture_code", "municipality_code", "birth_date", "sex"]
-    newest = newest_delta(store, [*columns, "status", "change_date"])
+    columns = ["prefecture_code", "municipality_code", "birth_date", "sex", "status"]
+    reader = slice_reader(store, columns=columns, upto_batch=upto_batch)
+    registered = (pl.col("status") == 1) & in_scope(grant)
     band = pl.min_horizontal(age_expr(pl.col("birth_date"), date) // 5, pl.lit(TOP_BAND))
     keys = [c if c != "age5" else "_band" for c in by]
     partial = []
     for person_range in person_slices(store, slice_persons or SLICE_PERSONS):
-        frame = registered_on(store, date=date, upto_batch=upto_batch, columns=columns,
-                              person_range=person_range, newest=newest).filter(in_scope(grant))  # fmt: skip
+        frame = versions_on(store, reader, date=date, person_range=person_range,
+                            prefilter=registered).lazy().filter(registered)  # fmt: skip
         partial.append(
             (frame.with_columns(_band=band.cast(pl.Int32)).group_by(keys).agg(count=pl.len())
              if by else frame.select(count=pl.len())).collect()

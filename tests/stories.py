@@ -194,11 +194,19 @@ def ingest_at(store: Store, path: Path, when: dt.datetime) -> None:
         ingest_files(store, [path])
 
 
-def ingest_story(store: Store, story: Story, directory: Path) -> None:
+def ingest_story(
+    store: Store, story: Story, directory: Path, *, compact_after: int | None = None
+) -> None:
+    """Ingest the story's batches; `compact_after` i compacts `current` after the i-th (from 1),
+    so that later reads start from a base that reflects part of the history."""
+    from engine.derived import compact
+
     directory.mkdir(parents=True, exist_ok=True)
     for i, (stamp, batch) in enumerate(zip(story.stamps, story.batches, strict=True)):
         path = write_csv(directory / f"batch{i + 1}.csv", batch)
         ingest_at(store, path, stamp)
+        if compact_after == i + 1:
+            compact(store)
 
 
 def property_settings(max_examples: int) -> Any:

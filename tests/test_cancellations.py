@@ -72,3 +72,36 @@ def test_an_x1_of_a_row_of_the_same_call_restores_the_stores_current_version(
     assert (current_of(store, 0)["surname"], current_of(store, 0)["reason"]) == ("山田", "A4")
     assert current_of(store, 1)["reason"] == "M2"
     assert current_of(store, 2)["reason"] == "A4"
+
+
+def test_a_code_change_cancelled_in_the_same_file_restores_the_version_below(
+    tmp_path: Path,
+) -> None:
+    """The X1 names its person by the resident code the M5 issued in the same file; the person's
+    store history is still read, so the version below comes back (not a tombstone)."""
+    from engine.derived import compact
+
+    chi = Municipality(CHIYODA)
+    first = [row(chi, "A4", "2024-01-01", person(i)) for i in range(2)]
+    renamed = row(chi, "M2", "2024-02-01", person(0, surname="佐藤", surname_kana="サトウ"))
+    m5 = row(chi, "M5", "2024-03-01", {**person(0, surname="佐藤", surname_kana="サトウ"),
+                                       "resident_code": resident_code(50)},
+             previous_resident_code=resident_code(0))  # fmt: skip
+    x1 = row(chi, "X1", "2024-03-02", {"resident_code": resident_code(50),
+                                       "my_number": person(0)["my_number"]},
+             cancels_municipality_code=CHIYODA, cancels_seq=m5["seq"])  # fmt: skip
+    paths = [write_csv(tmp_path / "a.csv", first), write_csv(tmp_path / "b.csv", [renamed]),
+             write_csv(tmp_path / "c.csv", [m5, x1])]  # fmt: skip
+    for together in (True, False):
+        store = Store(tmp_path / f"store-{together}")
+        if together:
+            summary = ingest_files(store, paths)
+        else:
+            for path in paths:
+                summary = ingest_files(store, [path])
+        assert summary.total("rejected") == 0
+        for read in range(2):  # from the delta, then from the compacted base
+            now = current_of(store, 0)
+            assert (now["surname"], now["reason"], now["resident_code"]) == (
+                "佐藤", "M2", resident_code(0)), (together, read)  # fmt: skip
+            compact(store)

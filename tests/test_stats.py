@@ -56,7 +56,8 @@ def oracle_counts(history: History, day: dt.date, at: dt.datetime | None, by: li
 def test_counts_agree_with_the_oracle(story: Story, data: st.DataObject) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         store = Store(Path(tmp) / "store")
-        ingest_story(store, story, Path(tmp) / "files")
+        compacted = data.draw(st.sampled_from([None, *range(1, len(story.batches) + 1)]))
+        ingest_story(store, story, Path(tmp) / "files", compact_after=compacted)
         load(store, Path(tmp))
         history = History(store)
         for _ in range(3):
@@ -70,7 +71,8 @@ def test_counts_agree_with_the_oracle(story: Story, data: st.DataObject) -> None
             got = counts(store, grant, date=day, by=by, upto_batch=known_batch(store, at),
                          slice_persons=sliced)  # fmt: skip
             assert got.to_dicts() == oracle_counts(history, day, at, by, grant.prefecture), (
-                f"{agency} {by} D={day} T={at}\n{story.describe()}")  # fmt: skip
+                f"{agency} {by} D={day} T={at} compacted after {compacted}\n"
+                f"{story.describe()}")  # fmt: skip
 
 
 def test_counts_by_prefecture_and_sex_agree_with_duckdb_sql(tmp_path: Path) -> None:

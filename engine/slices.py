@@ -1,0 +1,122 @@
+"""As-of reads over the whole population, slice by slice of person keys (extracts, stats).
+
+The rule is `engine/history.py`'s (SPEC §1); this is its national-size path. What every slice
+needs from tables whose files span all persons is read once (`SliceReader`): the current delta's
+newest rows, and the journal rows applied since the batch the compacted base reflects (B0, the
+"recent" rows; a month or a day). Per slice, the base file is read (its key columns for every
+person, its record columns only for rows the caller's `prefilter` keeps) and:
+
+- a person whose current version is dated ≤ D (and, with a `--known-at` bound, who has no row
+  after it) has that version on D — the current row;
+- any other ("late") person: the last recent row (non-`X1`, not cancelled by a recent `X1`) dated
+  ≤ D is the version on D; without one, the base row when it is dated ≤ D and no recent `X1`
+  cancels it — every recent row comes after every pre-B0 row in application order, and the base
+  row is the last effective pre-B0 version; without a base row the person had no version on D;
+- only persons whose base row is dated after D or cancelled by a recent `X1` need their whole
+  history, read from the journal (none after a fresh compaction and a recent D).
+
+When the bound is before B0 the base is too new to start from, and the slice takes the journal
+path of `history.as_of`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+import polars as pl
+
+from engine.current import in_range, newest_delta
+from engine.history import as_of, effective_on, scan_history
+from engine.store import Store
+
+KEYS = ["person", "version", "change_date", "municipality_code", "seq"]
+RECENT_KEYS = ["person", "batch", "apply_order", "reason", "change_date", "municipality_code",
+               "seq", "cancels_municipality_code", "cancels_seq"]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class SliceReader:
+    """What an as-of read over many slices reads once."""
+
+    columns: list[str]  # the record columns asked for (`person` first)
+    upto_batch: int | None
+    newest: pl.DataFrame  # the delta's newest row per person (tombstones included)
+    recent: pl.DataFrame | None  # rows base_batch < batch ≤ bound; None: bound before the base
+    after_bound: pl.Series  # persons with rows after the bound (empty without one)
+
+
+def slice_reader(store: Store, *, columns: list[str], upto_batch: int | None) -> SliceReader:
+    """Read the delta's newest rows and the rows since the base, for `columns`."""
+    wanted = list(dict.fromkeys(["person", *columns]))
+    newest = newest_delta(store, [*wanted, *KEYS])
+    base_batch = store.reflected_batch("current_base")
+    recent = None
+    if upto_batch is None or upto_batch >= base_batch:
+        rows = scan_history(store, upto_batch=upto_batch).filter(pl.col("batch") > base_batch)
+        recent = rows.select(list(dict.fromkeys([*RECENT_KEYS, *wanted]))).collect()
+    after = pl.Series("person", [], pl.Int64)
+    if upto_batch is not None:
+        after = (scan_history(store).filter(pl.col("batch") > upto_batch).select("person")
+                 .unique().collect()["person"])  # fmt: skip
+    return SliceReader(wanted, upto_batch, newest, recent, after)
+
+
+def versions_on(
+    store: Store,
+    reader: SliceReader,
+    *,
+    date: dt.date,
+    person_range: tuple[int, int],
+    prefilter: pl.Expr | None = None,
+) -> pl.DataFrame:
+    """Per person of the slice the version in effect on `date` as known at the reader's bound
+    (`reader.columns`; any status). `prefilter` (on those columns) may drop rows early: only
+    rows it keeps are certain to be returned."""
+    wanted = reader.columns
+    keep = prefilter if prefilter is not None else pl.lit(True)
+    mine = in_range(person_range)
+    if reader.recent is None:
+        return (as_of(store, date=date, upto_batch=reader.upto_batch, columns=wanted,
+                      person_range=person_range, newest=reader.newest)
+                .filter(keep).collect())  # fmt: skip
+    base = pl.scan_delta(str(store.table_path("current_base"))).filter(mine)
+    keys = base.select(KEYS).collect()
+    full = base.filter(keep).select(wanted).collect()
+    newest = reader.newest.filter(mine)
+    # the current version per person: the delta's newest row, else the base's
+    current = pl.concat([keys.join(newest.select("person"), on="person", how="anti"),
+                         newest.select(KEYS)]).filter(pl.col("version").is_not_null())  # fmt: skip
+    late = pl.concat([
+        current.filter(pl.col("change_date") > date).select("person"),
+        reader.after_bound.to_frame().filter(mine),
+    ]).unique()  # fmt: skip
+    settled = pl.concat([
+        full.join(newest.select("person"), on="person", how="anti", maintain_order="left"),
+        newest.filter(pl.col("version").is_not_null() & keep).select(wanted),
+    ]).join(late, on="person", how="anti", maintain_order="left")  # fmt: skip
+    if late.is_empty():
+        return settled
+    recent = reader.recent.filter(mine).join(late, on="person", how="semi")
+    cancels = recent.filter(pl.col("reason") == "X1").select(
+        municipality_code=pl.col("cancels_municipality_code"), seq=pl.col("cancels_seq"))  # fmt: skip
+    candidates = (
+        recent.filter(pl.col("reason") != "X1")
+        .join(cancels, on=["municipality_code", "seq"], how="anti")
+        .filter(pl.col("change_date") <= date)
+        .sort("batch", "apply_order")
+        .group_by("person")
+        .last()
+    )
+    rest = late.join(candidates.select("person"), on="person", how="anti")
+    base_rows = keys.join(rest, on="person", how="semi").filter(pl.col("version").is_not_null())
+    usable = base_rows.filter(pl.col("change_date") <= date).join(
+        cancels, on=["municipality_code", "seq"], how="anti")  # fmt: skip
+    from_base = full.join(usable.select("person"), on="person", how="semi")
+    hard = base_rows.join(usable.select("person"), on="person", how="anti")["person"]
+    parts = [settled, candidates.filter(keep).select(wanted), from_base]
+    if not hard.is_empty():
+        history = scan_history(store, upto_batch=reader.upto_batch).filter(
+            mine & pl.col("person").is_in(hard.implode()))  # fmt: skip
+        parts.append(effective_on(history, date, wanted).filter(keep).collect())
+    return pl.concat(parts, how="vertical_relaxed")
