@@ -63,7 +63,7 @@ REPORT_SCHEMA = pa.schema(
     ]
 )
 # Rows of the history held in memory at once by a walk or code pass (~130 bytes a row at peak).
-ROWS_PER_PASS = 30_000_000
+ROWS_PER_PASS = 15_000_000
 
 
 @dataclass(frozen=True)

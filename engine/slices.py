@@ -91,10 +91,14 @@ def versions_on(
         current.filter(pl.col("change_date") > date).select("person"),
         reader.after_bound.to_frame().filter(mine),
     ]).unique()  # fmt: skip
+    # filters, not joins: one pass over the slice's rows, order kept, columns copied once
+    late_set = late["person"].implode()
     settled = pl.concat([
-        full.join(newest.select("person"), on="person", how="anti", maintain_order="left"),
-        newest.filter(pl.col("version").is_not_null() & keep).select(wanted),
-    ]).join(late, on="person", how="anti", maintain_order="left")  # fmt: skip
+        full.filter(~pl.col("person").is_in(newest["person"].implode())
+                    & ~pl.col("person").is_in(late_set)),
+        newest.filter(pl.col("version").is_not_null() & keep
+                      & ~pl.col("person").is_in(late_set)).select(wanted),
+    ])  # fmt: skip
     if late.is_empty():
         return settled
     recent = reader.recent.filter(mine).join(late, on="person", how="semi")
@@ -112,7 +116,7 @@ def versions_on(
     base_rows = keys.join(rest, on="person", how="semi").filter(pl.col("version").is_not_null())
     usable = base_rows.filter(pl.col("change_date") <= date).join(
         cancels, on=["municipality_code", "seq"], how="anti")  # fmt: skip
-    from_base = full.join(usable.select("person"), on="person", how="semi")
+    from_base = full.filter(pl.col("person").is_in(usable["person"].implode()))
     hard = base_rows.join(usable.select("person"), on="person", how="anti")["person"]
     parts = [settled, candidates.filter(keep).select(wanted), from_base]
     if not hard.is_empty():
