@@ -54,7 +54,7 @@ def registry_findings(history: pl.LazyFrame, held: dict[int, tuple[np.ndarray, n
         codes, persons, mine = split_by_residue(*held.pop(kind), passes)  # the input is freed
         issued = registry.filter(pl.col("kind") == kind).select("code", "person").collect()
         issued_codes, issued_persons, theirs = split_by_residue(
-            issued["code"].to_numpy(), issued["person"].to_numpy(), passes)  # fmt: skip
+            issued["code"].to_numpy(), issued["person"].cast(pl.Int32).to_numpy(), passes)  # fmt: skip
         del issued  # 2 GB at national size; `_shared` reads back the few rows it needs
         shared, missing = [], []
         for part in range(passes):

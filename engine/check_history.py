@@ -178,12 +178,26 @@ def walk(history: pl.LazyFrame, *, persons: int, today: dt.date, rules: set[str]
         skipped=pl.concat(skipped) if skipped else pl.DataFrame(
             schema={"person": pl.Int64, "version": pl.Int32}),
         bad_codes=pl.concat(bad) if bad else pl.DataFrame(schema=BAD_CODES_SCHEMA),
-        held_codes={kind: (np.concatenate([c for c, _ in parts] or [np.zeros(0, np.int64)]),
-                           np.concatenate([p for _, p in parts] or [np.zeros(0, np.int64)]))
-                    for kind, parts in held.items()},
+        held_codes=_joined(held),
         resident_of=per_person[0], current_rc=per_person[1], current_mn=per_person[2],
         current_version=per_person[3],
     )  # fmt: skip
+
+
+def _joined(
+    held: dict[int, list[tuple[np.ndarray, np.ndarray]]],
+) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """Each kind's pieces as one (codes, persons) pair, freeing pieces as they are joined (at
+    national size each kind is ~2 GB: joining both while holding every piece doubled that)."""
+    out = {}
+    for kind in list(held):
+        parts = held.pop(kind)
+        codes = np.concatenate([c for c, _ in parts] or [np.zeros(0, np.int64)])
+        owners = [p for _, p in parts]
+        del parts
+        out[kind] = (codes, np.concatenate(owners or [np.zeros(0, np.int32)]))
+        del owners
+    return out
 
 
 def _bad_codes(rows: pl.DataFrame, held: np.ndarray) -> pl.DataFrame:

@@ -160,9 +160,10 @@ def _walk_person(lo, hi, version, recorded_at, reason, status, change_date, noti
 @njit(cache=True, nogil=True)
 def held_codes(person, reason, code):  # type: ignore[no-untyped-def]
     """(codes, persons): the well-formed codes (>= 0) of held versions (not X1), once per run
-    of equal codes in a person's rows (rows grouped by person)."""
+    of equal codes in a person's rows (rows grouped by person); persons as int32 (keys are
+    below 2^31: half the memory of 250 M pairs)."""
     out_code = np.empty(code.shape[0], np.int64)
-    out_person = np.empty(code.shape[0], np.int64)
+    out_person = np.empty(code.shape[0], np.int32)
     k = 0
     for i in range(code.shape[0]):
         if reason[i] == _X1 or code[i] < 0:
