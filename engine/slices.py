@@ -31,6 +31,7 @@ from engine.history import as_of, effective_on, scan_history
 from engine.store import Store
 
 KEYS = ["person", "version", "change_date", "municipality_code", "seq"]
+DATED = ["person", "version", "change_date"]  # what tells a late person, read for every row
 RECENT_KEYS = ["person", "batch", "apply_order", "reason", "change_date", "municipality_code",
                "seq", "cancels_municipality_code", "cancels_seq"]  # fmt: skip
 
@@ -44,6 +45,17 @@ class SliceReader:
     newest: pl.DataFrame  # the delta's newest row per person (tombstones included)
     recent: pl.DataFrame | None  # rows base_batch < batch ≤ bound; None: bound before the base
     after_bound: pl.Series  # persons with rows after the bound (empty without one)
+    base_files: pl.DataFrame  # per base file: min/max person, max change_date (its statistics)
+
+    def base_dated_by(self, person_range: tuple[int, int]) -> dt.date | None:
+        """The latest change_date of the base files that may hold the range (None: unknown)."""
+        low, high = person_range
+        files = self.base_files.filter((pl.col("low") < high) & (pl.col("high") >= low))
+        if files.is_empty():
+            return dt.date.min
+        if files["latest"].null_count():
+            return None
+        return files["latest"].max()  # type: ignore[return-value]
 
 
 def slice_reader(store: Store, *, columns: list[str], upto_batch: int | None) -> SliceReader:
@@ -59,7 +71,14 @@ def slice_reader(store: Store, *, columns: list[str], upto_batch: int | None) ->
     if upto_batch is not None:
         after = (scan_history(store).filter(pl.col("batch") > upto_batch).select("person")
                  .unique().collect()["person"])  # fmt: skip
-    return SliceReader(wanted, upto_batch, newest, recent, after)
+    actions = pl.DataFrame(store.delta("current_base").get_add_actions(flatten=True))
+    stats = {"min.person": "low", "max.person": "high", "max.change_date": "latest"}
+    if set(stats) <= set(actions.columns):
+        files = actions.select([pl.col(c).alias(n) for c, n in stats.items()])
+    else:  # no statistics: every file may hold anything
+        files = pl.DataFrame({"low": [0], "high": [2**62], "latest": [None]},
+                             schema={"low": pl.Int64, "high": pl.Int64, "latest": pl.Date})  # fmt: skip
+    return SliceReader(wanted, upto_batch, newest, recent, after, files)
 
 
 def versions_on(
@@ -81,12 +100,15 @@ def versions_on(
                       person_range=person_range, newest=reader.newest)
                 .filter(keep).collect())  # fmt: skip
     base = pl.scan_delta(str(store.table_path("current_base"))).filter(mine)
-    keys = base.select(KEYS).collect()
     full = base.filter(keep).select(wanted).collect()
     newest = reader.newest.filter(mine)
+    latest = reader.base_dated_by(person_range)
+    if newest.is_empty() and reader.after_bound.is_empty() and latest is not None and latest <= date:
+        return full  # a compacted store read for a recent date (by the files' statistics)
+    dated = base.select(DATED).collect()
     # the current version per person: the delta's newest row, else the base's
-    current = pl.concat([keys.join(newest.select("person"), on="person", how="anti"),
-                         newest.select(KEYS)]).filter(pl.col("version").is_not_null())  # fmt: skip
+    current = pl.concat([dated.join(newest.select("person"), on="person", how="anti"),
+                         newest.select(DATED)]).filter(pl.col("version").is_not_null())  # fmt: skip
     late = pl.concat([
         current.filter(pl.col("change_date") > date).select("person"),
         reader.after_bound.to_frame().filter(mine),
@@ -113,7 +135,8 @@ def versions_on(
         .last()
     )
     rest = late.join(candidates.select("person"), on="person", how="anti")
-    base_rows = keys.join(rest, on="person", how="semi").filter(pl.col("version").is_not_null())
+    base_rows = (base.filter(pl.col("person").is_in(rest["person"].implode())).select(KEYS)
+                 .collect().filter(pl.col("version").is_not_null()))  # fmt: skip
     usable = base_rows.filter(pl.col("change_date") <= date).join(
         cancels, on=["municipality_code", "seq"], how="anti")  # fmt: skip
     from_base = full.filter(pl.col("person").is_in(usable["person"].implode()))
