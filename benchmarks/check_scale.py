@@ -3,8 +3,8 @@
     python -m benchmarks.check_scale --persons 10_000_000
     python -m benchmarks.check_scale --persons 125_000_000 --issued 250_000_000 --skip-baselines
 
-The baselines at 125 M need more memory than juki (Polars' and DuckDB's hash tables: ~16 GiB
-between them measured here); run them at 10–50 M on a shared 24 GiB machine.
+The baselines at 125 M need more memory than juki (Polars' and DuckDB's hash tables): they ran
+at 125 M on this 24 GiB machine with nothing else running (peak 9.6 GiB), not beside other jobs.
 
 Simulates the population's code columns directly as int64 arrays (`benchmarks.w5`), then times
 uniqueness of both code columns (which codes are duplicated) plus the check digits of all three
