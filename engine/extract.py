@@ -68,10 +68,13 @@ def _needed(grant: Grant) -> list[str]:
 
 def _registered(
     store: Store, grant: Grant, *, date: dt.date, region: Region, person_range: tuple[int, int],
-    reader: SliceReader,
+    reader: SliceReader, also: pl.Expr | None = None,
 ) -> pl.LazyFrame:  # fmt: skip
-    """The slice's persons registered on the date, in the region and the grant's scope."""
+    """The slice's persons registered on the date, in the region and the grant's scope (and
+    `also`, a condition on the version's columns applied as early as the others)."""
     wanted = (pl.col("status") == 1) & region.expr() & in_scope(grant)
+    if also is not None:
+        wanted = wanted & also
     return versions_on(store, reader, date=date, person_range=person_range,
                        prefilter=wanted).lazy().filter(wanted)  # fmt: skip
 
@@ -134,10 +137,12 @@ def region_age_parts(
     """Persons registered on the date in the region with age on the date in [min_age, max_age]."""
     check_band(min_age, max_age)
 
+    band = pl.col("birth_date").is_between(*_births_within(date, min_age, max_age))
+
     def frame(persons: tuple[int, int], reader: SliceReader) -> pl.LazyFrame:
         return (
             _registered(store, grant, date=date, region=region, person_range=persons,
-                        reader=reader)  # fmt: skip
+                        reader=reader, also=band)  # fmt: skip
             .with_columns(age=age_expr(pl.col("birth_date"), date))
             .filter(pl.col("age").is_between(min_age, max_age))
         )
@@ -162,7 +167,7 @@ def milestone_parts(
     def frame(persons: tuple[int, int], reader: SliceReader) -> pl.LazyFrame:
         return (
             _registered(store, grant, date=last, region=region, person_range=persons,
-                        reader=reader)  # fmt: skip
+                        reader=reader, also=age.is_not_null())  # fmt: skip
             .with_columns(age=age, reached_on=on)
             .filter(pl.col("age").is_not_null())
         )
@@ -183,6 +188,22 @@ def region_age(store: Store, grant: Grant, **options: object) -> Part:
 def milestone(store: Store, grant: Grant, **options: object) -> Part:
     """`milestone_parts` as one table."""
     return joined(milestone_parts(store, grant, **options))  # type: ignore[arg-type]
+
+
+def _years_before(date: dt.date, years: int) -> dt.date:
+    try:
+        return date.replace(year=date.year - years)
+    except ValueError:  # 29 February
+        return date.replace(year=date.year - years, day=28)
+
+
+def _births_within(date: dt.date, min_age: int, max_age: int) -> tuple[dt.date, dt.date]:
+    """A window of birth dates holding everyone aged min_age–max_age on the date, a few days
+    wider than exact: a cheap comparison that drops most rows early; `age_expr` decides."""
+    slack = dt.timedelta(days=3)
+    earliest = _years_before(date, min(max_age + 1, date.year - 1)) - slack
+    latest = _years_before(date, min(min_age, date.year - 1)) + slack
+    return max(earliest, dt.date.min + slack), latest
 
 
 def check_band(min_age: int, max_age: int) -> None:

@@ -282,3 +282,19 @@ def test_person_order_sorts_a_sorted_head_and_any_tail(head: list[int], tail: li
     got = extract.in_person_order(frame)
     assert got["person"].to_list() == sorted(persons)
     assert sorted(got.rows()) == sorted(frame.rows())
+
+
+@given(day=st.dates(dt.date(1900, 3, 1), dt.date(2100, 12, 31)), back=st.integers(0, 130 * 366),
+       below=st.integers(0, 5), above=st.integers(0, 5))  # fmt: skip
+def test_the_birth_window_holds_everyone_of_the_age_band(
+    day: dt.date, back: int, below: int, above: int
+) -> None:
+    """The region/age extract drops rows early by a window of birth dates: it must hold every
+    birth date whose age on the day (the oracle's, SPEC Age) is in the band."""
+    born = day - dt.timedelta(days=back)
+    age = age_on(born, day)
+    low, high = max(age - below, 0), age + above
+    earliest, latest = extract._births_within(day, low, high)
+    assert earliest <= born <= latest
+    if below == above == 0:  # the window is tight: a year's births, give or take days
+        assert (latest - earliest).days <= 366 + 7
