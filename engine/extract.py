@@ -23,8 +23,8 @@ import polars as pl
 from engine.access import Grant, in_scope, provided_columns, withhold
 from engine.age import age_expr, reached_on_expr
 from engine.codes import is_valid
-from engine.errors import UsageError
 from engine.derived import COMPACT_PERSONS
+from engine.errors import UsageError
 from engine.history import person_slices
 from engine.slices import SliceReader, slice_reader, versions_on
 from engine.store import Store
@@ -100,13 +100,14 @@ def in_person_order(frame: pl.DataFrame) -> pl.DataFrame:
 
 
 def _parts(
-    store: Store, grant: Grant, own: list[str], slice_persons: int | None,
+    store: Store, grant: Grant, own: list[str], slice_persons: int | None, date: dt.date,
     upto_batch: int | None, frame_of: Callable[[tuple[int, int], SliceReader], pl.LazyFrame],
 ) -> Iterator[Part]:  # fmt: skip
     """The extract slice by slice (an empty store gives one empty part: the output's columns);
     what spans every slice (the current delta, the rows since the base) is read once."""
     emitted = False
-    reader = slice_reader(store, columns=[*_needed(grant), "status"], upto_batch=upto_batch)
+    reader = slice_reader(store, columns=[*_needed(grant), "status"], upto_batch=upto_batch,
+                          date=date)  # fmt: skip
     for person_range in person_slices(store, slice_persons or SLICE_PERSONS):
         part = _finish(frame_of(person_range, reader), grant, own)
         if part[0].height or not emitted:
@@ -125,8 +126,11 @@ def base_date_parts(
     region: Region = Region(), slice_persons: int | None = None,
 ) -> Iterator[Part]:  # fmt: skip
     """Everyone registered (status 1) on the date, with the version in effect then."""
-    return _parts(store, grant, [], slice_persons, upto_batch, lambda persons, reader: _registered(
-        store, grant, date=date, region=region, person_range=persons, reader=reader))  # fmt: skip
+    def frame(persons: tuple[int, int], reader: SliceReader) -> pl.LazyFrame:
+        return _registered(store, grant, date=date, region=region, person_range=persons,
+                           reader=reader)
+
+    return _parts(store, grant, [], slice_persons, date, upto_batch, frame)
 
 
 def region_age_parts(
@@ -142,12 +146,12 @@ def region_age_parts(
     def frame(persons: tuple[int, int], reader: SliceReader) -> pl.LazyFrame:
         return (
             _registered(store, grant, date=date, region=region, person_range=persons,
-                        reader=reader, also=band)  # fmt: skip
+                        reader=reader, also=band)
             .with_columns(age=age_expr(pl.col("birth_date"), date))
             .filter(pl.col("age").is_between(min_age, max_age))
         )
 
-    return _parts(store, grant, ["age"], slice_persons, upto_batch, frame)
+    return _parts(store, grant, ["age"], slice_persons, date, upto_batch, frame)
 
 
 def milestone_parts(
@@ -167,12 +171,12 @@ def milestone_parts(
     def frame(persons: tuple[int, int], reader: SliceReader) -> pl.LazyFrame:
         return (
             _registered(store, grant, date=last, region=region, person_range=persons,
-                        reader=reader, also=age.is_not_null())  # fmt: skip
+                        reader=reader, also=age.is_not_null())
             .with_columns(age=age, reached_on=on)
             .filter(pl.col("age").is_not_null())
         )
 
-    return _parts(store, grant, ["age", "reached_on"], slice_persons, upto_batch, frame)
+    return _parts(store, grant, ["age", "reached_on"], slice_persons, last, upto_batch, frame)
 
 
 def base_date(store: Store, grant: Grant, **options: object) -> Part:

@@ -46,6 +46,8 @@ class SliceReader:
     recent: pl.DataFrame | None  # rows base_batch < batch ≤ bound; None: bound before the base
     after_bound: pl.Series  # persons with rows after the bound (empty without one)
     base_files: pl.DataFrame  # per base file: min/max person, max change_date (its statistics)
+    date: dt.date | None = None  # the date `corrected` was read for
+    corrected: pl.DataFrame | None = None  # versions on `date` of persons read from the journal
 
     def base_dated_by(self, person_range: tuple[int, int]) -> dt.date | None:
         """The latest change_date of the base files that may hold the range (None: unknown)."""
@@ -58,8 +60,16 @@ class SliceReader:
         return files["latest"].max()  # type: ignore[return-value]
 
 
-def slice_reader(store: Store, *, columns: list[str], upto_batch: int | None) -> SliceReader:
-    """Read the delta's newest rows and the rows since the base, for `columns`."""
+# Persons read from the journal in one scan for all slices at most (more: slice by slice).
+GLOBAL_CORRECTIONS = 5_000_000
+
+
+def slice_reader(
+    store: Store, *, columns: list[str], upto_batch: int | None, date: dt.date | None = None
+) -> SliceReader:
+    """Read the delta's newest rows and the rows since the base, for `columns`; with `date`,
+    also the versions on it of every person whose base row may not serve (dated after it, or
+    with a recent X1), in ONE journal scan instead of one per slice."""
     wanted = list(dict.fromkeys(["person", *columns]))
     newest = newest_delta(store, [*wanted, *KEYS])
     base_batch = store.reflected_batch("current_base")
@@ -78,7 +88,21 @@ def slice_reader(store: Store, *, columns: list[str], upto_batch: int | None) ->
     else:  # no statistics: every file may hold anything
         files = pl.DataFrame({"low": [0], "high": [2**62], "latest": [None]},
                              schema={"low": pl.Int64, "high": pl.Int64, "latest": pl.Date})  # fmt: skip
-    return SliceReader(wanted, upto_batch, newest, recent, after, files)
+    reader = SliceReader(wanted, upto_batch, newest, recent, after, files)
+    if date is None or recent is None:
+        return reader
+    latest = files["latest"].max()
+    suspects = [recent.filter(pl.col("reason") == "X1").select("person")]
+    if latest is None or latest > date:  # type: ignore[operator]
+        suspects.append(pl.scan_delta(str(store.table_path("current_base")))
+                        .filter(pl.col("change_date") > date).select("person").collect())  # fmt: skip
+    persons = pl.concat(suspects)["person"].unique()
+    if persons.is_empty() or len(persons) > GLOBAL_CORRECTIONS:
+        return reader
+    history = scan_history(store, upto_batch=upto_batch).filter(
+        pl.col("person").is_in(persons.implode()))  # fmt: skip
+    corrected = effective_on(history, date, wanted).collect()
+    return SliceReader(wanted, upto_batch, newest, recent, after, files, date, corrected)
 
 
 def versions_on(
@@ -142,7 +166,10 @@ def versions_on(
     from_base = full.filter(pl.col("person").is_in(usable["person"].implode()))
     hard = base_rows.join(usable.select("person"), on="person", how="anti")["person"]
     parts = [settled, candidates.filter(keep).select(wanted), from_base]
-    if not hard.is_empty():
+    if not hard.is_empty() and reader.corrected is not None and reader.date == date:
+        parts.append(reader.corrected.filter(mine & pl.col("person").is_in(hard.implode()))
+                     .filter(keep))  # fmt: skip
+    elif not hard.is_empty():
         history = scan_history(store, upto_batch=reader.upto_batch).filter(
             mine & pl.col("person").is_in(hard.implode()))  # fmt: skip
         parts.append(effective_on(history, date, wanted).filter(keep).collect())

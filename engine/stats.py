@@ -55,7 +55,7 @@ def counts(
     from engine.slices import slice_reader, versions_on
 
     columns = ["prefecture_code", "municipality_code", "birth_date", "sex", "status"]
-    reader = slice_reader(store, columns=columns, upto_batch=upto_batch)
+    reader = slice_reader(store, columns=columns, upto_batch=upto_batch, date=date)
     registered = (pl.col("status") == 1) & in_scope(grant)
     band = pl.min_horizontal(age_expr(pl.col("birth_date"), date) // 5, pl.lit(TOP_BAND))
     keys = [c if c != "age5" else "_band" for c in by]
