@@ -43,10 +43,9 @@ def scan_current(
         delta = delta.sort(ORDER).unique(subset="person", keep="last", maintain_order=False)
     else:
         base = base.select(newest.columns)
-    newest_rows = delta
     # the base's order is kept (it is sorted by person): national extracts then need no sort
-    rest = base.join(newest_rows.select("person"), on="person", how="anti", maintain_order="left")
-    return pl.concat([rest, newest_rows], how="vertical").filter(pl.col("version").is_not_null())
+    rest = base.join(delta.select("person"), on="person", how="anti", maintain_order="left")
+    return pl.concat([rest, delta], how="vertical").filter(pl.col("version").is_not_null())
 
 
 def newest_delta(store: Store, columns: list[str]) -> pl.DataFrame:

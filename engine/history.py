@@ -43,17 +43,21 @@ def effective_on(
     `history` must hold whole histories (every known row of each of its persons): an X1 cancels
     the row whose (municipality_code, seq) it names, which is a version of the same person.
     """
-    cancelled = history.filter(pl.col("reason") == "X1").select(
-        municipality_code=pl.col("cancels_municipality_code"), seq=pl.col("cancels_seq")
-    )
     return (
         history.filter(pl.col("reason") != "X1")
-        .join(cancelled, on=["municipality_code", "seq"], how="anti")
+        .join(cancellations(history), on=["municipality_code", "seq"], how="anti")
         .filter(pl.col("change_date") <= date)
         .sort("batch", "apply_order")
         .group_by("person")
         .last()
         .select(columns)
+    )
+
+
+def cancellations(history: pl.LazyFrame) -> pl.LazyFrame:
+    """(municipality_code, seq) of every row an `X1` in `history` cancels."""
+    return history.filter(pl.col("reason") == "X1").select(
+        municipality_code=pl.col("cancels_municipality_code"), seq=pl.col("cancels_seq")
     )
 
 
@@ -99,22 +103,6 @@ def as_of(
     kept = current.join(late_persons.to_frame().lazy(), on="person", how="anti",
                         maintain_order="left")  # fmt: skip
     return pl.concat([kept, corrected], how="vertical_relaxed")
-
-
-def registered_on(
-    store: Store,
-    *,
-    date: dt.date,
-    upto_batch: int | None = None,
-    persons: pl.Series | None = None,
-    columns: list[str] | None = None,
-    person_range: tuple[int, int] | None = None,
-    newest: pl.DataFrame | None = None,
-) -> pl.LazyFrame:
-    """Persons registered (status 1) on `date`, with their version in effect then."""
-    wanted = None if columns is None else list(dict.fromkeys([*columns, "status"]))
-    return as_of(store, date=date, upto_batch=upto_batch, persons=persons, columns=wanted,
-                 person_range=person_range, newest=newest).filter(pl.col("status") == 1)  # fmt: skip
 
 
 def person_slices(store: Store, size: int) -> list[tuple[int, int]]:

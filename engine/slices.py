@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import polars as pl
 
 from engine.current import in_range, newest_delta
-from engine.history import as_of, effective_on, scan_history
+from engine.history import as_of, cancellations, effective_on, scan_history
 from engine.store import Store
 
 KEYS = ["person", "version", "change_date", "municipality_code", "seq"]
@@ -147,17 +147,10 @@ def versions_on(
     ])  # fmt: skip
     if late.is_empty():
         return settled
-    recent = reader.recent.filter(mine).join(late, on="person", how="semi")
-    cancels = recent.filter(pl.col("reason") == "X1").select(
-        municipality_code=pl.col("cancels_municipality_code"), seq=pl.col("cancels_seq"))  # fmt: skip
-    candidates = (
-        recent.filter(pl.col("reason") != "X1")
-        .join(cancels, on=["municipality_code", "seq"], how="anti")
-        .filter(pl.col("change_date") <= date)
-        .sort("batch", "apply_order")
-        .group_by("person")
-        .last()
-    )
+    recent = reader.recent.filter(mine).join(late, on="person", how="semi").lazy()
+    cancels = cancellations(recent).collect()
+    # the as-of rule over the rows since the base alone (an X1 of an older row matches none)
+    candidates = effective_on(recent, date, wanted).collect()
     rest = late.join(candidates.select("person"), on="person", how="anti")
     base_rows = (base.filter(pl.col("person").is_in(rest["person"].implode())).select(KEYS)
                  .collect().filter(pl.col("version").is_not_null()))  # fmt: skip
@@ -165,7 +158,7 @@ def versions_on(
         cancels, on=["municipality_code", "seq"], how="anti")  # fmt: skip
     from_base = full.filter(pl.col("person").is_in(usable["person"].implode()))
     hard = base_rows.join(usable.select("person"), on="person", how="anti")["person"]
-    parts = [settled, candidates.filter(keep).select(wanted), from_base]
+    parts = [settled, candidates.filter(keep), from_base]
     if not hard.is_empty() and reader.corrected is not None and reader.date == date:
         parts.append(reader.corrected.filter(mine & pl.col("person").is_in(hard.implode()))
                      .filter(keep))  # fmt: skip
