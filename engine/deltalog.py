@@ -93,7 +93,6 @@ def write_file(
     *,
     row_group_size: int | None = None,
     partition: dict[str, Any] | None = None,
-    string_stats: bool = False,
     stats_of: pa.Table | None = None,
     plain_schema: bool = False,
     dictionary: list[str] | None = None,
@@ -117,18 +116,18 @@ def write_file(
                    use_dictionary=True if dictionary is None else dictionary,
                    write_statistics=True if statistics is None else statistics)  # fmt: skip
     if stats_of is not None:
-        stats = json.loads(file_stats(stats_of, strings=True))
-        stats["numRecords"] = data.num_rows
-        statistics = json.dumps(stats, separators=(",", ":"))
+        known = json.loads(file_stats(stats_of, strings=True))
+        known["numRecords"] = data.num_rows
+        add_stats = json.dumps(known, separators=(",", ":"))
     else:
-        statistics = file_stats(data, strings=string_stats)
+        add_stats = file_stats(data)
     return {
         "path": folder + name,
         "partitionValues": values,
         "size": path.stat().st_size,
         "modificationTime": int(time.time() * 1000),
         "dataChange": True,
-        "stats": statistics,
+        "stats": add_stats,
     }
 
 
