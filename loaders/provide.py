@@ -132,14 +132,11 @@ def provide(
         written = None
         if writer is not None:
             written = writer.finish({**request, "requested_at": iso_jst(now)})
-    except JukiError as e:
+    except BaseException as e:
         if writer is not None:
             writer.abort()
-        record_request(store, **request, status="failed", refused_reason=str(e))
-        raise
-    except BaseException:
-        if writer is not None:
-            writer.abort()
+        if isinstance(e, JukiError):
+            record_request(store, **request, status="failed", refused_reason=str(e))
         raise
     record_request(store, **request, status="provided", rows=rows,
                    output=str(output.path) if output else None,
