@@ -159,16 +159,33 @@ def current_rows(
             history = history_of(store, x1_persons, upto=upto)
         else:
             mine = pl.col("person").is_in(x1_persons.implode())
-            read = [earlier.filter(mine)]
-            # an X1 naming its person by a code issued in the same session (a code change
-            # cancelled at once) did not make the session read that person's history
-            unread = x1_persons.filter(~x1_persons.is_in(
-                (covered if covered is not None else earlier["person"]).implode()))  # fmt: skip
-            if len(unread):
-                read.append(history_of(store, unread, upto=earlier_upto))
-            history = pl.concat([*read, applied.filter(mine)], how="diagonal_relaxed")
+            before = earlier_rows(store, x1_persons, earlier, covered, upto=earlier_upto)
+            history = pl.concat([before, applied.filter(mine)], how="diagonal_relaxed")
         parts.append(effective_rows(history))
     return pl.concat(parts, how="vertical_relaxed")
+
+
+def earlier_rows(
+    store: Store,
+    persons: pl.Series,
+    earlier: pl.DataFrame | None,
+    covered: pl.Series | None,
+    *,
+    upto: int,
+) -> pl.DataFrame:
+    """The applied journal rows up to batch `upto` of `persons`: from `earlier` (the rows an
+    ingest session read) for the persons in `covered` (default: those `earlier` holds), from the
+    journal for the others — an X1 that names its person by a code issued in the same session (a
+    code change cancelled at once) does not make the session read that person's history."""
+    rows = []
+    if earlier is not None:
+        rows.append(earlier.filter(pl.col("person").is_in(persons.implode())))
+    known = covered if covered is not None else (
+        earlier["person"] if earlier is not None else persons.clear())  # fmt: skip
+    unread = persons.filter(~persons.is_in(known.implode()))
+    if len(unread):
+        rows.append(history_of(store, unread, upto=upto))
+    return pl.concat(rows, how="diagonal_relaxed")
 
 
 def code_rows(rows: pl.DataFrame) -> pl.DataFrame:

@@ -300,6 +300,11 @@ class IngestSession:
             self.base_snap[local] = ids
         return ids
 
+    def _history_known(self) -> pl.Series:
+        """Persons whose store history the session holds (read for an X1, or none: created)."""
+        n = int(self.counts[0])
+        return pl.Series("person", self.glob[:n][self.history_loaded[:n]], pl.Int64)
+
     def _load_histories(self, locals_: np.ndarray) -> None:
         """Splice the store's effective history under the base snapshot of these persons."""
         persons = self.glob[locals_]
@@ -420,8 +425,7 @@ class IngestSession:
                         ob.journal, {**self._head_metadata(), "juki_file": file})  # fmt: skip
         self.journal_version += 1
         faults.point("journal-commit")
-        known = self.glob[: int(self.counts[0])][self.history_loaded[: int(self.counts[0])]]
-        ob.commit_derived(self.store, self.histories, known)
+        ob.commit_derived(self.store, self.histories, self._history_known())
         summary = ob.summary()
         self._open = None
         self._reset_state()
@@ -626,9 +630,8 @@ class IngestSession:
         earlier = pl.concat(self.histories, how="diagonal_relaxed") if self.histories else None
         if earlier is None and rows is not None:
             earlier = rows.clear()
-        known = self.glob[: int(self.counts[0])][self.history_loaded[: int(self.counts[0])]]
         head = derived.catch_up(self.store, rows, rows_after=self.start_batch, earlier=earlier,
-                                covered=pl.Series("person", known, pl.Int64))  # fmt: skip
+                                covered=self._history_known())  # fmt: skip
         self._reset_state()
         return head
 
@@ -684,7 +687,7 @@ class _OpenBatch:
         self.rejects.append(_rejects(journal))
 
     def commit_derived(
-        self, store: Store, histories: list[pl.DataFrame], known: np.ndarray
+        self, store: Store, histories: list[pl.DataFrame], known: pl.Series
     ) -> None:
         """After the journal commit: each derived table's files in one commit, marked as
         reflecting the batch (a crash before leaves them behind, and catch_up repairs that).
@@ -693,16 +696,12 @@ class _OpenBatch:
         if self.cancelled:
             persons = pl.Series("person", sorted(self.cancelled), pl.Int64)
             mine = pl.col("person").is_in(persons.implode())
-            # An X1 that names its person by a code issued in this same batch (a code change
-            # cancelled at once) did not make the session read the person's history: read it.
-            unread = persons.filter(~persons.is_in(pl.Series(known, dtype=pl.Int64).implode()))
-            if len(unread):
-                histories = [*histories, derived.history_of(store, unread, upto=self.batch - 1)]
+            earlier = pl.concat(histories, how="diagonal_relaxed") if histories else None
+            before = derived.earlier_rows(store, persons, earlier, known, upto=self.batch - 1)
             batch_rows = pl.read_parquet(
                 [str(store.table_path("journal") / a["path"]) for a in self.journal]
             ).filter(mine & pl.col("outcome").is_in(derived.APPLIED))
-            history = pl.concat([*(h.filter(mine) for h in histories), batch_rows],
-                                how="diagonal_relaxed")  # fmt: skip
+            history = pl.concat([before, batch_rows], how="diagonal_relaxed")
             self.current.append(_derived_file(store, "current_delta", derived.effective_rows(history)))
         for name, adds in (("codes", self.codes), ("current_delta", self.current)):
             table = store.table_path(name)
