@@ -42,16 +42,26 @@ def effective_on(
 
     `history` must hold whole histories (every known row of each of its persons): an X1 cancels
     the row whose (municipality_code, seq) it names, which is a version of the same person.
+    The rule runs on the key columns alone; the chosen rows are then gathered once (sorting
+    and grouping every record column was 3.5x slower for a month's 2.6 M history rows).
     """
-    return (
-        history.filter(pl.col("reason") != "X1")
-        .join(cancellations(history), on=["municipality_code", "seq"], how="anti")
+    rows = history.with_row_index("_row").collect()
+    keys = rows.select(*RULE_KEYS, "_row").lazy()
+    chosen = (
+        keys.filter(pl.col("reason") != "X1")
+        .join(cancellations(keys), on=["municipality_code", "seq"], how="anti")
         .filter(pl.col("change_date") <= date)
         .sort("batch", "apply_order")
         .group_by("person")
-        .last()
-        .select(columns)
+        .agg(pl.col("_row").last())
+        .collect()
     )
+    return rows[chosen["_row"].sort()].select(columns).lazy()
+
+
+# What the as-of rule reads of each history row.
+RULE_KEYS = ["person", "batch", "apply_order", "reason", "change_date", "municipality_code", "seq",
+             "cancels_municipality_code", "cancels_seq"]  # fmt: skip
 
 
 def cancellations(history: pl.LazyFrame) -> pl.LazyFrame:
