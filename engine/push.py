@@ -162,9 +162,8 @@ def deliveries(
     from engine.changes import (
         assemble,
         match_codes,
-        previous_at,
         read_history,
-        record_at,
+        versions_at,
         window_of_batches,
     )
     from engine.subscriptions import scan_targets
@@ -188,8 +187,8 @@ def deliveries(
         step(2 + i, total)
     persons = pl.concat([f["person"] for f in found]).unique()
     history = read_history(store, persons, upto=widest.upto)
-    now = record_at(history, upto=widest.upto, date=widest.until_date)
-    before = {a: previous_at(history, after=a, date=w.since_date) for a, w in windows.items()}
+    now, before = versions_at(store, history, upto=widest.upto, until=widest.until_date,
+                              befores={a: w.since_date for a, w in windows.items()})  # fmt: skip
     out = [assemble(f, windows[p.after].summary(), now, before[p.after], p.grant)
            for p, f in zip(plans, found, strict=True)]  # fmt: skip
     step(total, total)
