@@ -10,20 +10,33 @@ check digit of the others under SPEC §2.1/§2.2: r = Σ wi·di mod 11, check = 
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 VIEW = 16  # bytes per Arrow string view: int32 length, then up to 12 bytes inline
 INLINE = 12
 
 
-@njit(parallel=True, cache=True, nogil=True)
 def parse_views(views: np.ndarray, width: int, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(values, ok) of each Arrow string view (`views`: the view buffer as bytes). A string of
     `width` ≤ 12 bytes is inline in its view, so longer ones are malformed without reading them."""
     n = len(views) // VIEW
-    values = np.zeros(n, dtype=np.int64)
-    ok = np.zeros(n, dtype=np.bool_)
-    for row in prange(n):
+    values = np.empty(n, dtype=np.int64)
+    ok = np.empty(n, dtype=np.bool_)
+    parse_views_into(views, width, weights, values, ok)
+    return values, ok
+
+
+@njit(cache=True, nogil=True)
+def parse_views_into(
+    views: np.ndarray, width: int, weights: np.ndarray, values: np.ndarray, ok: np.ndarray
+) -> None:
+    """`parse_views` into caller-owned `values`/`ok` (len(views) // VIEW each): a request file's
+    chunks are parsed into slices of one array by a thread each (the kernel releases the GIL),
+    with no concatenation after and no per-call start of a parallel region."""
+    n = len(views) // VIEW
+    for row in range(n):
+        values[row] = 0
+        ok[row] = False
         at = row * VIEW
         length = (np.int64(views[at]) | (np.int64(views[at + 1]) << 8)
                   | (np.int64(views[at + 2]) << 16) | (np.int64(views[at + 3]) << 24))  # fmt: skip
@@ -45,7 +58,6 @@ def parse_views(views: np.ndarray, width: int, weights: np.ndarray) -> tuple[np.
             check = 0 if r <= 1 else 11 - r
             ok[row] = check == value % 10
             values[row] = value
-    return values, ok
 
 
 def parse_views_numpy(
