@@ -20,6 +20,7 @@ import numpy as np
 import polars as pl
 
 from engine import deltalog, derived, faults
+from engine.code_index import owners
 from engine.current import scan_current
 from engine.schema import HELD_SCHEMA, JOURNAL_SCHEMA, NOTIFICATION_COLUMNS, REASONS
 from engine.sequencing import sequence
@@ -230,15 +231,7 @@ class IngestSession:
                 self._load_histories(need)
 
     def _load_codes(self, new_rc: np.ndarray, new_mn: np.ndarray) -> None:
-        found = (
-            pl.scan_delta(str(self.store.table_path("codes")))
-            .filter(
-                ((pl.col("kind") == 1) & pl.col("code").is_in(pl.Series(new_rc).implode()))
-                | ((pl.col("kind") == 2) & pl.col("code").is_in(pl.Series(new_mn).implode()))
-            )
-            .select("kind", "code", "person")
-            .collect()
-        )
+        found = owners(self.store, {1: new_rc, 2: new_mn})
         self._codes_cids(new_rc, self.rc)
         self._codes_cids(new_mn, self.mn)
         persons = distinct(found["person"].to_numpy())

@@ -39,19 +39,22 @@ SMALL_FILE_BYTES = 64 * 2**20
 
 
 def compact(store: Store) -> int:
-    """Merge the current delta into the base, and the small files of the journal and codes
-    (data unchanged; the journal's commit metadata is carried over). Run under the writer lock."""
+    """Merge the current delta into the base and the small files of the journal (data unchanged;
+    its commit metadata carried over), and rewrite `codes` sorted (engine/code_index.py). Run
+    under the writer lock."""
     from deltalake import CommitProperties
 
+    from engine.code_index import sort_codes
+
     head = derived.compact(store)
-    for name in ("journal", "codes"):
-        table = store.delta(name)
-        meta = {k: v for k, v in table.history(1)[0].items() if k.startswith("juki_")}
-        table.optimize.compact(
-            target_size=SMALL_FILE_BYTES,
-            commit_properties=CommitProperties(custom_metadata=meta),
-            post_commithook_properties=KEEP_LOG,
-        )
+    table = store.delta("journal")
+    meta = {k: v for k, v in table.history(1)[0].items() if k.startswith("juki_")}
+    table.optimize.compact(
+        target_size=SMALL_FILE_BYTES,
+        commit_properties=CommitProperties(custom_metadata=meta),
+        post_commithook_properties=KEEP_LOG,
+    )
+    sort_codes(store)
     return head
 
 

@@ -121,15 +121,13 @@ def resolve(
     store: Store, request: pl.DataFrame, kind: CodeColumn, *, upto_batch: int | None
 ) -> pl.DataFrame:
     """`request` (`request_row`, `code` text) → plus `malformed` and `person` (null: no match)."""
-    parsed = request.with_columns(code_int=parse_codes(pl.col("code"), kind))
-    keys = parsed["code_int"].drop_nulls().unique()
-    owners = (
-        scan_codes(store, kind, upto_batch=upto_batch)
-        .filter(pl.col("code").is_in(keys.implode()))
-        .unique("code")
-        .collect()
-    )
-    return parsed.join(owners, left_on="code_int", right_on="code", how="left", maintain_order="left").select(
+    from engine.code_index import owners
+
+    parsed = request.with_columns(code_int=parse_code_series(request["code"], kind))
+    keys = np.sort(parsed["code_int"].drop_nulls().unique().to_numpy())
+    found = (owners(store, {CODE_KIND[kind]: keys}, upto_batch=upto_batch)
+             .unique("code").select("code", "person"))  # fmt: skip
+    return parsed.join(found, left_on="code_int", right_on="code", how="left", maintain_order="left").select(
         "request_row", "code", malformed=pl.col("code_int").is_null(), person=pl.col("person")
     )
 

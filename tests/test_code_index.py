@@ -1,0 +1,84 @@
+"""The sorted code index (engine/code_index.py): a probe finds exactly the rows a plain Polars
+filter over the `codes` table finds, whether the table is sorted by a compaction, appended to
+since, or never compacted; the merge kernel agrees with NumPy's membership test."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from stories import Story, ingest_story, property_settings, stories
+
+import engine.code_index as code_index
+from engine.code_index import _members_sorted, owners
+from engine.store import Store
+
+
+@settings(max_examples=200, deadline=None, database=None)
+@given(values=st.lists(st.integers(0, 60), max_size=40), keys=st.sets(st.integers(0, 60),
+                                                                      max_size=20))  # fmt: skip
+def test_the_merge_agrees_with_numpy_membership(values: list[int], keys: set[int]) -> None:
+    v = np.sort(np.array(values, dtype=np.int64))
+    k = np.array(sorted(keys), dtype=np.int64)
+    assert _members_sorted(v, k).tolist() == np.isin(v, k).tolist()
+
+
+def _oracle(store: Store, kind: int, keys: list[int], upto: int | None) -> set[tuple[int, int]]:
+    codes = pl.read_delta(str(store.table_path("codes"))).filter(
+        (pl.col("kind") == kind) & pl.col("code").is_in(keys))  # fmt: skip
+    if upto is not None:
+        codes = codes.filter(pl.col("batch") <= upto)
+    return set(codes.select("code", "person").iter_rows())
+
+
+@property_settings(10)
+@given(story=stories(), data=st.data())
+def test_a_probe_finds_what_a_plain_filter_finds(story: Story, data: st.DataObject) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        store = Store(Path(tmp) / "store")
+        compacted = data.draw(st.sampled_from([None, *range(1, len(story.batches) + 1)]))
+        ingest_story(store, story, Path(tmp) / "files", compact_after=compacted)
+        stored = pl.read_delta(str(store.table_path("codes")))
+        for _ in range(3):
+            kind = data.draw(st.sampled_from([1, 2]))
+            mine = stored.filter(pl.col("kind") == kind)["code"].to_list()
+            keys = data.draw(st.lists(st.sampled_from(mine) | st.integers(0, 10**12),
+                                      max_size=12) if mine else st.lists(st.integers(0, 99)))  # fmt: skip
+            upto = data.draw(st.sampled_from([None, *range(0, len(story.batches) + 1)]))
+            few = data.draw(st.sampled_from([0, code_index.FEW_KEYS]))  # the row-group path too
+            saved, code_index.FEW_KEYS = code_index.FEW_KEYS, few
+            try:
+                got = owners(store, {kind: np.array(keys, dtype=np.int64)}, upto_batch=upto)
+            finally:
+                code_index.FEW_KEYS = saved
+            assert set(got.select("code", "person").iter_rows()) == _oracle(store, kind, keys,
+                                                                            upto)  # fmt: skip
+            assert got["kind"].to_list() == [kind] * got.height
+
+
+def test_compaction_sorts_the_codes_one_kind_per_file_and_keeps_the_reflected_batch(
+    tmp_path: Path,
+) -> None:
+    from engine.maintenance import compact
+    from loaders.ingest import ingest_files
+    from loaders.synthetic import generate
+
+    store = Store(tmp_path / "store")
+    summary = generate(tmp_path / "files", residents=400, months=1, seed=3)
+    ingest_files(store, sorted(summary.files))
+    before = pl.read_delta(str(store.table_path("codes"))).sort("kind", "code")
+    reflected = store.reflected_batch("codes")
+    with store.writer("test"):
+        compact(store)
+    assert store.reflected_batch("codes") == reflected
+    after = pl.read_delta(str(store.table_path("codes"))).sort("kind", "code")
+    assert after.equals(before)
+    actions = pl.DataFrame(store.delta("codes").get_add_actions(flatten=True))
+    assert (actions["min.kind"] == actions["max.kind"]).all()
+    for path in actions["path"]:
+        codes = pl.read_parquet(store.table_path("codes") / path)["code"]
+        assert codes.is_sorted()
