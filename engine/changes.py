@@ -212,14 +212,25 @@ def fetch_rows(store: Store, wants: list[tuple[pl.DataFrame, list[str]]]) -> lis
             for parts, (_, columns) in zip(found, wants, strict=True)]  # fmt: skip
 
 
+def record_columns(*grants: Grant) -> list[str]:
+    """The record columns a change check under these grants shows or needs (scope, protected
+    persons, the provision record's resident code): each is decoded for ~1 M base rows."""
+    needed = {"resident_code", "prefecture_code", "protected"}
+    for grant in grants:
+        needed |= set(grant.output_columns)
+    return [c for c in RECORD_COLUMNS if c in needed]
+
+
 def versions_at(
-    store: Store, history: pl.DataFrame, *, upto: int, until: dt.date, befores: dict[int, dt.date]
-) -> tuple[pl.DataFrame, dict[int, pl.DataFrame]]:
-    """The record as known at `upto` on `until` (`person`, RECORD_COLUMNS), and per window
-    start `after` the previous values as known at `after` on its date (`person`, previous_*)."""
+    store: Store, history: pl.DataFrame, *, upto: int, until: dt.date, befores: dict[int, dt.date],
+    columns: list[str] = RECORD_COLUMNS,
+) -> tuple[pl.DataFrame, dict[int, pl.DataFrame]]:  # fmt: skip
+    """The record as known at `upto` on `until` (`person`, `columns` of the record), and per
+    window start `after` the previous values as known at `after` on its date (`person`,
+    previous_*)."""
     now = chosen_at(history, upto=upto, date=until)
     afters = list(befores)
-    wants = [(now, RECORD_COLUMNS),
+    wants = [(now, columns),
              *[(chosen_at(history, upto=a, date=befores[a]), list(PREVIOUS)) for a in afters]]  # fmt: skip
     record, *previous = fetch_rows(store, wants)
     renamed = [pl.col(c).alias(f"previous_{c}") for c in PREVIOUS]
@@ -285,7 +296,8 @@ def changes_in(
     # journal scan), and take both versions from them, never from `current`.
     history = read_history(store, found["person"].unique(), upto=window.upto)
     now, before = versions_at(store, history, upto=window.upto, until=window.until_date,
-                              befores={window.after: window.since_date})  # fmt: skip
+                              befores={window.after: window.since_date},
+                              columns=record_columns(grant))  # fmt: skip
     return assemble(found, window.summary(), now, before[window.after], grant)
 
 

@@ -163,6 +163,7 @@ def deliveries(
         assemble,
         match_codes,
         read_history,
+        record_columns,
         versions_at,
         window_of_batches,
     )
@@ -188,7 +189,8 @@ def deliveries(
     persons = pl.concat([f["person"] for f in found]).unique()
     history = read_history(store, persons, upto=widest.upto)
     now, before = versions_at(store, history, upto=widest.upto, until=widest.until_date,
-                              befores={a: w.since_date for a, w in windows.items()})  # fmt: skip
+                              befores={a: w.since_date for a, w in windows.items()},
+                              columns=record_columns(*(p.grant for p in plans)))  # fmt: skip
     out = [assemble(f, windows[p.after].summary(), now, before[p.after], p.grant)
            for p, f in zip(plans, found, strict=True)]  # fmt: skip
     step(total, total)

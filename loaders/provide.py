@@ -125,9 +125,11 @@ def provide(
                 if provided is not None:
                     records.add(provided)
                 step(min(done, total - 2), total)
+            # the records are written while the last part is encoded; they still precede the
+            # output's rename (a failure in between over-records: the safe side for an audit log)
+            recorded = records.commit(store, grant, provided_at=now)
             if pending is not None:
                 pending.result()
-        recorded = records.commit(store, grant, provided_at=now)
         step(total - 1, total)
         written = None
         if writer is not None:
