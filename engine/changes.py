@@ -26,7 +26,7 @@ import polars as pl
 
 from engine.access import Grant, in_scope, provided_columns, withhold
 from engine.dates import japan_date
-from engine.history import RULE_KEYS, chosen_rows, scan_history
+from engine.history import RULE_KEYS, cancellations, chosen_rows, scan_history
 from engine.resolve import CodeColumn, batch_stamp, codes_of_persons, known_batch, parse_code_series
 from engine.schema import RECORD_COLUMNS
 from engine.store import Store
@@ -148,14 +148,66 @@ def hits(store: Store, window: Window, targets: pl.DataFrame, kind: CodeColumn) 
     return match_codes(parsed.lazy(), window.codes(store, kind))
 
 
-def read_history(store: Store, persons: pl.Series, *, upto: int) -> pl.DataFrame:
-    """The key columns (`RULE_KEYS`, `version`) of these persons' whole histories up to batch
-    `upto`, in one journal scan; record columns are fetched only for the rows a read chooses
-    (`fetch_rows`): decoding the text columns of every history row of ~1 M persons cost 4x the
-    keys (and codes are read from `codes`, whose int64 columns decode 3x faster than the
-    journal's code text)."""
+@dataclass(frozen=True)
+class History:
+    """Key columns (`RULE_KEYS`, `version`) of some persons' histories, and record columns
+    already read for some of their rows (`rows`: person, version, columns), or None."""
+
+    keys: pl.DataFrame
+    rows: pl.DataFrame | None = None
+
+
+def read_history(
+    store: Store, persons: pl.Series, *, upto: int, floor: int | None = None,
+    earliest: dt.date | None = None, columns: list[str] | None = None,
+) -> History:  # fmt: skip
+    """The key columns of these persons' whole histories up to batch `upto`; record columns are
+    fetched only for the rows a read chooses (`fetch_rows`): decoding the text columns of every
+    history row of ~1 M persons cost 4x the keys.
+
+    When the compacted base reflects a batch B0 ≤ `floor` (the lowest bound the history will be
+    read at), no journal row before B0 is read (a 126 M-row scan): a person's rows up to B0
+    count as their base row alone (placed at B0, before every later row), which the as-of rule
+    chooses exactly when the full history would choose a row up to B0 — unless the base row is
+    dated after `earliest` (the earliest date it will be read for) or cancelled by a later `X1`;
+    those persons' whole histories are read from the journal. `columns` of every base row of
+    the persons are kept (`History.rows`) for `fetch_rows`.
+    """
+    empty = scan_history(store).select(*RULE_KEYS, "version").clear().collect()
     if persons.is_empty():  # (an empty is_in would still read every row)
-        return scan_history(store).select(*RULE_KEYS, "version").clear().collect()
+        return History(empty)
+    base_batch = store.reflected_batch("current_base")
+    if floor is None or earliest is None or not 0 < base_batch <= min(floor, upto):
+        return History(_journal_keys(store, persons, upto=upto))
+    wanted = list(dict.fromkeys(["person", "version", "reason", "change_date",
+                                 "municipality_code", "seq", *(columns or [])]))  # fmt: skip
+    base = (pl.scan_delta(str(store.table_path("current_base")))
+            .filter(pl.col("person").is_in(persons.implode())).select(wanted).collect()
+            .filter(pl.col("version").is_not_null()))  # fmt: skip
+    recent = (scan_history(store, upto_batch=upto)
+              .filter((pl.col("batch") > base_batch) & pl.col("person").is_in(persons.implode()))
+              .select(*RULE_KEYS, "version").collect())  # fmt: skip
+    cancelled = cancellations(recent.lazy()).collect()
+    hard = pl.concat([
+        base.filter(pl.col("change_date") > earliest).select("person"),
+        base.join(cancelled, on=["municipality_code", "seq"], how="semi").select("person"),
+    ])["person"].unique()  # fmt: skip
+    rows = base.select(list(dict.fromkeys(["person", "version", *(columns or [])])))
+    base = base.filter(~pl.col("person").is_in(hard.implode()))
+    as_keys = base.select(
+        "person", batch=pl.lit(base_batch, pl.Int64), apply_order=pl.lit(-1, pl.Int32),
+        reason="reason", change_date="change_date", municipality_code="municipality_code",
+        seq="seq", cancels_municipality_code=pl.lit(None, pl.String),
+        cancels_seq=pl.lit(None, pl.Int64), version="version",
+    )  # fmt: skip
+    parts = [as_keys, recent.filter(~pl.col("person").is_in(hard.implode()))]
+    if not hard.is_empty():
+        parts.append(_journal_keys(store, hard, upto=upto))
+    keys = pl.concat([p.select(empty.columns) for p in parts], how="vertical_relaxed")
+    return History(keys, rows)
+
+
+def _journal_keys(store: Store, persons: pl.Series, *, upto: int) -> pl.DataFrame:
     return (
         scan_history(store, upto_batch=upto)
         .filter(pl.col("person").is_in(persons.implode()))
@@ -164,14 +216,16 @@ def read_history(store: Store, persons: pl.Series, *, upto: int) -> pl.DataFrame
     )
 
 
-def chosen_at(history: pl.DataFrame, *, upto: int, date: dt.date) -> pl.DataFrame:
+def chosen_at(history: History, *, upto: int, date: dt.date) -> pl.DataFrame:
     """(person, batch, apply_order, version) of each person's version in effect on `date` as known at
     batch `upto`."""
-    return (chosen_rows(history.lazy().filter(pl.col("batch") <= upto), date)
+    return (chosen_rows(history.keys.lazy().filter(pl.col("batch") <= upto), date)
             .select("person", "batch", "apply_order", "version").collect())  # fmt: skip
 
 
-def fetch_rows(store: Store, wants: list[tuple[pl.DataFrame, list[str]]]) -> list[pl.DataFrame]:
+def fetch_rows(
+    store: Store, wants: list[tuple[pl.DataFrame, list[str]]], *, read: pl.DataFrame | None = None
+) -> list[pl.DataFrame]:
     """Per (rows, columns) asked: `person` and `columns` of the history rows named by
     (person, batch, version) in `rows`.
 
@@ -179,13 +233,14 @@ def fetch_rows(store: Store, wants: list[tuple[pl.DataFrame, list[str]]]) -> lis
     its version: a person's versions are numbered once) is read from the base, half the
     journal's size; rows after the base from the journal files of their batches (the recent
     ones); any other (older versions) by a journal scan pruned to their batches. Each source is
-    read once for all the asks, with only the columns of the asks that need it.
+    read once for all the asks, with only the columns of the asks that need it. `read`: every
+    base row of the persons asked for, read already (person, version, columns).
     """
     base_batch = store.reflected_batch("current_base")
     found: list[list[pl.DataFrame]] = [[] for _ in wants]
     left = [rows.select("person", "batch", "version") for rows, _ in wants]
 
-    def read(source: pl.LazyFrame, asks: list[pl.DataFrame]) -> None:
+    def take(source: pl.LazyFrame, asks: list[pl.DataFrame]) -> None:
         needed = [i for i, rows in enumerate(asks) if not rows.is_empty()]
         if not needed:
             return
@@ -201,11 +256,14 @@ def fetch_rows(store: Store, wants: list[tuple[pl.DataFrame, list[str]]]) -> lis
             left[i] = left[i].join(part.select("person", "version"), on=["person", "version"],
                                    how="anti")  # fmt: skip
 
-    read(pl.scan_delta(str(store.table_path("current_base"))),
-         [rows.filter(pl.col("batch") <= base_batch) for rows in left])  # fmt: skip
+    if read is not None and all(c in read.columns for _, cols in wants for c in cols):
+        take(read.lazy(), left)  # every base row of the persons: the base is not read again
+    else:
+        take(pl.scan_delta(str(store.table_path("current_base"))),
+             [rows.filter(pl.col("batch") <= base_batch) for rows in left])  # fmt: skip
     batches = pl.concat([rows["batch"] for rows in left]).unique()
     if len(batches):
-        read(scan_history(store).filter(pl.col("batch").is_between(batches.min(), batches.max())
+        take(scan_history(store).filter(pl.col("batch").is_between(batches.min(), batches.max())
                                         & pl.col("batch").is_in(batches.implode())), left)  # fmt: skip
     return [pl.concat(parts, how="vertical_relaxed") if parts else
             scan_history(store).select(list(dict.fromkeys(["person", *columns]))).clear().collect()
@@ -222,7 +280,7 @@ def record_columns(*grants: Grant) -> list[str]:
 
 
 def versions_at(
-    store: Store, history: pl.DataFrame, *, upto: int, until: dt.date, befores: dict[int, dt.date],
+    store: Store, history: History, *, upto: int, until: dt.date, befores: dict[int, dt.date],
     columns: list[str] = RECORD_COLUMNS,
 ) -> tuple[pl.DataFrame, dict[int, pl.DataFrame]]:  # fmt: skip
     """The record as known at `upto` on `until` (`person`, `columns` of the record), and per
@@ -232,7 +290,7 @@ def versions_at(
     afters = list(befores)
     wants = [(now, columns),
              *[(chosen_at(history, upto=a, date=befores[a]), list(PREVIOUS)) for a in afters]]  # fmt: skip
-    record, *previous = fetch_rows(store, wants)
+    record, *previous = fetch_rows(store, wants, read=history.rows)
     renamed = [pl.col(c).alias(f"previous_{c}") for c in PREVIOUS]
     return record, {a: rows.select("person", *renamed) for a, rows in zip(afters, previous, strict=True)}
 
@@ -292,12 +350,13 @@ def changes_in(
     store: Store, window: Window, found: pl.DataFrame, grant: Grant
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(output rows, provided records) of hits found in one window."""
-    # Every hit person has notifications in the window: read their whole histories once (one
-    # journal scan), and take both versions from them, never from `current`.
-    history = read_history(store, found["person"].unique(), upto=window.upto)
+    # Every hit person has notifications in the window: the as-of rule over their histories
+    # (keys only) gives both versions, whose record columns are then fetched.
+    columns = record_columns(grant)
+    history = read_history(store, found["person"].unique(), upto=window.upto, floor=window.after,
+                           earliest=min(window.since_date, window.until_date), columns=columns)  # fmt: skip
     now, before = versions_at(store, history, upto=window.upto, until=window.until_date,
-                              befores={window.after: window.since_date},
-                              columns=record_columns(grant))  # fmt: skip
+                              befores={window.after: window.since_date}, columns=columns)  # fmt: skip
     return assemble(found, window.summary(), now, before[window.after], grant)
 
 

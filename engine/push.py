@@ -187,10 +187,13 @@ def deliveries(
         found.append(match_codes(scan_targets(store, plan.subscription), codes))
         step(2 + i, total)
     persons = pl.concat([f["person"] for f in found]).unique()
-    history = read_history(store, persons, upto=widest.upto)
+    columns = record_columns(*(p.grant for p in plans))
+    earliest = min([widest.until_date, *(w.since_date for w in windows.values())])
+    history = read_history(store, persons, upto=widest.upto, floor=min(windows),
+                           earliest=earliest, columns=columns)  # fmt: skip
     now, before = versions_at(store, history, upto=widest.upto, until=widest.until_date,
                               befores={a: w.since_date for a, w in windows.items()},
-                              columns=record_columns(*(p.grant for p in plans)))  # fmt: skip
+                              columns=columns)  # fmt: skip
     out = [assemble(f, windows[p.after].summary(), now, before[p.after], p.grant)
            for p, f in zip(plans, found, strict=True)]  # fmt: skip
     step(total, total)

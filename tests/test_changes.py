@@ -176,3 +176,50 @@ def test_changes_through_the_cli_in_cp932_csv(month: Store, tmp_path: Path) -> N
     text = (tmp_path / "c.csv").read_bytes().decode("cp932").splitlines()
     assert text[1].split(",")[-8:] == ["false", "M1;X1;M2", "2023-12-28", "2024-01-15", "山田",
                                        "太郎1", "東京都千代田区千代田1-1", CHIYODA]  # fmt: skip
+
+
+def _compacted_story(tmp_path: Path, first: list, second: list) -> Store:  # type: ignore[type-arg]
+    from engine.derived import compact
+
+    store = Store(tmp_path / "store")
+    ingest_at(store, write_csv(tmp_path / "a.csv", first), T0)
+    compact(store)  # the base reflects the batches before the window
+    ingest_at(store, write_csv(tmp_path / "b.csv", second), T2)
+    load(store, tmp_path)
+    return store
+
+
+def _run_after(store: Store, tmp_path: Path, code: str) -> dict[str, object]:
+    targets = write_request(tmp_path / "targets.csv", "my_number", [code])
+    out = tmp_path / "changes.parquet"
+    run_changes(store, targets, requester("JPS", "pension-change", out), since=T1, until=T2)
+    return pl.read_parquet(out).row(0, named=True)
+
+
+def test_an_x1_cancelling_the_base_version_restores_the_one_before(tmp_path: Path) -> None:
+    """The window's X1 cancels the version the compacted base holds: the record and the
+    previous values come from the whole history, not from the base row."""
+    chiyoda = Municipality(CHIYODA)
+    first = [row(chiyoda, "A4", "2023-04-01", person(1)),
+             row(chiyoda, "M1", "2023-06-01", person(1, address="東京都千代田区2"))]  # fmt: skip
+    codes1 = {"resident_code": resident_code(1), "my_number": my_number(1)}
+    second = [row(chiyoda, "X1", "2024-02-10", codes1, cancels_municipality_code=CHIYODA,
+                  cancels_seq=2)]  # fmt: skip
+    got = _run_after(_compacted_story(tmp_path, first, second), tmp_path, my_number(1))
+    assert got["reasons"] == ["X1"]
+    assert got["address"] == "東京都千代田区千代田1-1"  # the A4's, the move cancelled
+    assert got["previous_address"] == "東京都千代田区2"  # as known before the window
+
+
+def test_a_base_version_dated_after_since_is_not_the_previous_one(tmp_path: Path) -> None:
+    """The base row is dated after the window's start: the previous values are the version in
+    effect on that date, which only the history before the base holds."""
+    chiyoda = Municipality(CHIYODA)
+    first = [row(chiyoda, "A4", "2023-04-01", person(1)),
+             row(chiyoda, "M2", "2024-02-20", person(1, surname="鈴木", surname_kana="スズキ"))]  # fmt: skip
+    second = [row(chiyoda, "M1", "2024-02-25", person(1, surname="鈴木", surname_kana="スズキ",
+                                                      address="東京都千代田区3"))]  # fmt: skip
+    got = _run_after(_compacted_story(tmp_path, first, second), tmp_path, my_number(1))
+    assert got["reasons"] == ["M1"]
+    assert (got["surname"], got["address"]) == ("鈴木", "東京都千代田区3")
+    assert got["previous_surname"] == "山田"  # on 2024-02-01 the M2 (dated 02-20) was not yet in effect
