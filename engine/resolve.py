@@ -124,7 +124,7 @@ def resolve(
     from engine.code_index import owners
 
     parsed = request.with_columns(code_int=parse_code_series(request["code"], kind))
-    keys = np.sort(parsed["code_int"].drop_nulls().unique().to_numpy())
+    keys = parsed["code_int"].drop_nulls().to_numpy()  # owners sorts and dedupes (no hash)
     found = (owners(store, {CODE_KIND[kind]: keys}, upto_batch=upto_batch)
              .unique("code").select("code", "person"))  # fmt: skip
     return parsed.join(found, left_on="code_int", right_on="code", how="left", maintain_order="left").select(
