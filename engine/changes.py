@@ -229,12 +229,12 @@ def fetch_rows(
     """Per (rows, columns) asked: `person` and `columns` of the history rows named by
     (person, batch, version) in `rows`.
 
-    A row the compacted base holds (its batch ≤ the base's, and the base row of its person has
-    its version: a person's versions are numbered once) is read from the base, half the
-    journal's size; rows after the base from the journal files of their batches (the recent
-    ones); any other (older versions) by a journal scan pruned to their batches. Each source is
-    read once for all the asks, with only the columns of the asks that need it. `read`: every
-    base row of the persons asked for, read already (person, version, columns).
+    Sources, in order (a person's versions are numbered once, so (person, version) names one
+    row wherever it is kept): `read`, every base row of the persons asked for, read already
+    (person, version, some columns), for the asks it has the columns of; the current delta
+    (the versions written since the base, small); the compacted base for rows up to its batch
+    (half the journal's size); the journal files of the remaining rows' batches. Each source is
+    read once for all the asks, with only the columns of the asks that need it.
     """
     base_batch = store.reflected_batch("current_base")
     found: list[list[pl.DataFrame]] = [[] for _ in wants]
@@ -248,7 +248,8 @@ def fetch_rows(
         keys = pl.concat([asks[i].select("person", "version") for i in needed]).unique()
         got = (source.filter(pl.col("person").is_in(keys["person"].unique().implode()))
                .select("person", "version", *[c for c in columns if c != "person"])
-               .collect().join(keys, on=["person", "version"], how="semi"))  # fmt: skip
+               .collect().join(keys, on=["person", "version"], how="semi")
+               .unique(["person", "version"], keep="first"))  # fmt: skip
         for i in needed:
             part = got.join(asks[i].select("person", "version"), on=["person", "version"],
                             how="semi")  # fmt: skip
@@ -256,11 +257,15 @@ def fetch_rows(
             left[i] = left[i].join(part.select("person", "version"), on=["person", "version"],
                                    how="anti")  # fmt: skip
 
-    if read is not None and all(c in read.columns for _, cols in wants for c in cols):
-        take(read.lazy(), left)  # every base row of the persons: the base is not read again
-    else:
-        take(pl.scan_delta(str(store.table_path("current_base"))),
-             [rows.filter(pl.col("batch") <= base_batch) for rows in left])  # fmt: skip
+    covered = [read is not None and set(cols) <= set(read.columns) for _, cols in wants]
+    if read is not None:  # every base row of the persons, with some columns
+        take(read.lazy(), [rows if ok else rows.clear() for rows, ok in zip(left, covered, strict=True)])
+    # every version written to `current` since the base (the versions since, and those an X1
+    # restored): small, and it holds the record of almost every version a change check shows
+    take(pl.scan_delta(str(store.table_path("current_delta"))), left)
+    take(pl.scan_delta(str(store.table_path("current_base"))),
+         [rows.clear() if ok else rows.filter(pl.col("batch") <= base_batch)
+          for rows, ok in zip(left, covered, strict=True)])  # fmt: skip
     batches = pl.concat([rows["batch"] for rows in left]).unique()
     if len(batches):
         take(scan_history(store).filter(pl.col("batch").is_between(batches.min(), batches.max())
@@ -354,7 +359,8 @@ def changes_in(
     # (keys only) gives both versions, whose record columns are then fetched.
     columns = record_columns(grant)
     history = read_history(store, found["person"].unique(), upto=window.upto, floor=window.after,
-                           earliest=min(window.since_date, window.until_date), columns=columns)  # fmt: skip
+                           earliest=min(window.since_date, window.until_date),
+                           columns=list(PREVIOUS))  # fmt: skip
     now, before = versions_at(store, history, upto=window.upto, until=window.until_date,
                               befores={window.after: window.since_date}, columns=columns)  # fmt: skip
     return assemble(found, window.summary(), now, before[window.after], grant)

@@ -160,6 +160,7 @@ def deliveries(
     import polars as pl
 
     from engine.changes import (
+        PREVIOUS,
         assemble,
         match_codes,
         read_history,
@@ -190,7 +191,7 @@ def deliveries(
     columns = record_columns(*(p.grant for p in plans))
     earliest = min([widest.until_date, *(w.since_date for w in windows.values())])
     history = read_history(store, persons, upto=widest.upto, floor=min(windows),
-                           earliest=earliest, columns=columns)  # fmt: skip
+                           earliest=earliest, columns=list(PREVIOUS))  # fmt: skip
     now, before = versions_at(store, history, upto=widest.upto, until=widest.until_date,
                               befores={a: w.since_date for a, w in windows.items()},
                               columns=columns)  # fmt: skip
