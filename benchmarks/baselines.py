@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
@@ -81,3 +82,14 @@ def link_copy(source: Path, target: Path) -> None:
     for lock in (".writer.lock", ".push.lock"):
         (target / lock).unlink(missing_ok=True)
     shutil.rmtree(target / ".jobs", ignore_errors=True)
+
+
+def sample_my_numbers(store: Path, n: int, *, seed: int, ordered: bool) -> pl.DataFrame:
+    """n My Numbers drawn without replacement from the current base of `store` (a Polars
+    frame with `my_number`), in base order or (not `ordered`) in random order."""
+    import numpy as np
+
+    numbers = pl.scan_delta(str(store / "current_base")).select("my_number").collect()
+    rows = np.random.default_rng(seed).choice(numbers.height, size=min(n, numbers.height),
+                                              replace=False)  # fmt: skip
+    return numbers[np.sort(rows) if ordered else rows]

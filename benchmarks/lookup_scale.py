@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.baselines import link_copy
+from benchmarks.baselines import link_copy, sample_my_numbers
 
 REGISTRY = """
 [[agency]]
@@ -39,15 +39,9 @@ COLUMNS = ["resident_code", "my_number", "surname", "given_name", "birth_date", 
 
 
 def keys_file(store: Path, work: Path, n: int) -> Path:
-    import numpy as np
-    import polars as pl
-
     path = work / f"keys-{n}.csv"
     if not path.exists():
-        numbers = pl.scan_delta(str(store / "current_base")).select("my_number").collect()
-        rows = np.random.default_rng(2).choice(numbers.height, size=min(n, numbers.height),
-                                               replace=False)  # fmt: skip
-        numbers[rows].write_csv(path)
+        sample_my_numbers(store, n, seed=2, ordered=False).write_csv(path)
     return path
 
 

@@ -19,21 +19,16 @@ import sys
 import time
 from pathlib import Path
 
+from benchmarks.baselines import sample_my_numbers
 from benchmarks.push_scale import REGISTRY  # JPS, affair pension-change with `changes`
 
 JUKI = [sys.executable, "-m", "engine.cli"]
 
 
 def targets_file(store: Path, work: Path, n: int) -> Path:
-    import numpy as np
-    import polars as pl
-
     path = work / f"targets-{n}.parquet"
     if not path.exists():
-        numbers = pl.scan_delta(str(store / "current_base")).select("my_number").collect()
-        rows = np.random.default_rng(1).choice(numbers.height, size=min(n, numbers.height),
-                                               replace=False)  # fmt: skip
-        numbers[np.sort(rows)].write_parquet(path)
+        sample_my_numbers(store, n, seed=1, ordered=True).write_parquet(path)
     return path
 
 
