@@ -10,6 +10,7 @@ one of them (by the Delta statistics and the Parquet row-group statistics).
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +35,12 @@ def sort_codes(store: Store) -> None:
     path = store.table_path("codes")
     table = store.delta("codes")
     old = pl.DataFrame(table.get_add_actions(flatten=True))
-    meta = {k: v for k, v in table.history(1)[0].items() if k.startswith("juki_")}
+    meta = deltalog.juki_metadata(table)
     adds = []
     for kind, width in ((1, 11), (2, 12)):
         # in code ranges, so memory holds a quarter of a kind (a sorted table prunes to it)
         edges = np.linspace(0, 10**width, SORT_PASSES + 1, dtype=np.int64)
-        for low, high in zip(edges[:-1], edges[1:], strict=True):
+        for low, high in pairwise(edges):
             last = high == edges[-1]
             rows = (
                 pl.scan_delta(str(path))
@@ -63,25 +64,25 @@ def owners(
 ) -> pl.DataFrame:
     """(kind, code, person) of every stored code of kind k among `keys[k]` (int64), issued up to
     the batch bound (None: any)."""
-    wanted = {k: _distinct(np.asarray(v, dtype=np.int64)) for k, v in keys.items()}
+    wanted = {k: distinct(np.asarray(v, dtype=np.int64)) for k, v in keys.items()}
     wanted = {k: v for k, v in wanted.items() if len(v)}
-    empty = _EMPTY
     if not wanted:
-        return empty
+        return _EMPTY
     path = store.table_path("codes")
     files = pl.DataFrame(store.delta("codes").get_add_actions(flatten=True))
     if files.is_empty():
-        return empty
+        return _EMPTY
     jobs = []
     for f in files.iter_rows(named=True):
         lo_kind, hi_kind = f.get("min.kind"), f.get("max.kind")
         lo, hi = f.get("min.code"), f.get("max.code")
-        for kind, k in wanted.items():
-            if lo_kind is not None and not lo_kind <= kind <= hi_kind:
+        one_kind = lo_kind is not None and lo_kind == hi_kind
+        for kind, k in wanted.items():  # (a file without statistics may hold anything)
+            if lo_kind is not None and hi_kind is not None and not lo_kind <= kind <= hi_kind:
                 continue
-            if lo is not None and not _any_between(k, lo, hi):
+            if lo is not None and hi is not None and not _any_between(k, lo, hi):
                 continue
-            jobs.append((path / f["path"], kind, k, lo_kind is not None and lo_kind == hi_kind))
+            jobs.append((path / f["path"], kind, k, one_kind))
 
     def probe(job: tuple[Path, int, np.ndarray, bool]) -> pl.DataFrame:
         file, kind, k, one_kind = job
@@ -89,15 +90,18 @@ def owners(
 
     with ThreadPoolExecutor(max_workers=PROBE_THREADS) as pool:
         found = [f for f in pool.map(probe, jobs) if f.height]
-    return pl.concat(found) if found else empty
+    return pl.concat(found) if found else _EMPTY
 
 
-def _distinct(values: np.ndarray) -> np.ndarray:
-    """Sorted distinct values (by a sort: NumPy's hash-based unique took 3 s for 3 M codes)."""
+def distinct(values: np.ndarray) -> np.ndarray:
+    """Sorted distinct values (sort-based: NumPy's hash-based unique took 3 s for 3 M codes)."""
     values = np.sort(values)
-    if len(values) < 2:
+    if len(values) == 0:
         return values
-    return values[np.concatenate([[True], values[1:] != values[:-1]])]
+    keep = np.empty(len(values), np.bool_)
+    keep[0] = True
+    np.not_equal(values[1:], values[:-1], out=keep[1:])
+    return values[keep]
 
 
 def _any_between(sorted_keys: np.ndarray, lo: int, hi: int) -> bool:

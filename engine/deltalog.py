@@ -174,6 +174,11 @@ def commit(
         temporary.unlink()
 
 
+def juki_metadata(table: Any) -> dict[str, str]:
+    """The juki keys (`juki_*`) of a Delta table's last commit, to carry over to a rewrite."""
+    return {k: v for k, v in table.history(1)[0].items() if k.startswith("juki_")}
+
+
 def append(table_dir: Path, version: int, data: pa.Table, metadata: dict[str, str]) -> None:
     """Write `data` as one Parquet file and commit it as Delta `version` of `table_dir`."""
     commit(table_dir, version, [write_file(table_dir, data)], metadata)

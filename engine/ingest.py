@@ -20,7 +20,7 @@ import numpy as np
 import polars as pl
 
 from engine import deltalog, derived, faults
-from engine.code_index import owners
+from engine.code_index import distinct, owners
 from engine.current import scan_current
 from engine.schema import HELD_SCHEMA, JOURNAL_SCHEMA, NOTIFICATION_COLUMNS, REASONS
 from engine.sequencing import sequence
@@ -94,17 +94,6 @@ class _CodeSpace:
         self._order = np.argsort(self.codes, kind="stable")
         self._sorted = self.codes[self._order]
         return np.arange(start, start + len(values), dtype=np.int64)
-
-
-def distinct(values: np.ndarray) -> np.ndarray:
-    """Sorted distinct values (sort-based: numpy's hash-based unique is slower here)."""
-    values = np.sort(values)
-    if len(values) == 0:
-        return values
-    keep = np.empty(len(values), np.bool_)
-    keep[0] = True
-    np.not_equal(values[1:], values[:-1], out=keep[1:])
-    return values[keep]
 
 
 def _grow(a: np.ndarray, n: int, fill: int) -> np.ndarray:

@@ -6,7 +6,7 @@ from typing import Any
 
 import polars as pl
 
-from engine import derived
+from engine import deltalog, derived
 from engine.store import DERIVED, KEEP_LOG, Store
 
 
@@ -48,7 +48,7 @@ def compact(store: Store) -> int:
 
     head = derived.compact(store)
     table = store.delta("journal")
-    meta = {k: v for k, v in table.history(1)[0].items() if k.startswith("juki_")}
+    meta = deltalog.juki_metadata(table)
     table.optimize.compact(
         target_size=SMALL_FILE_BYTES,
         commit_properties=CommitProperties(custom_metadata=meta),

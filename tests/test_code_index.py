@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from stories import Story, ingest_story, property_settings, stories
 
-import engine.code_index as code_index
+from engine import code_index
 from engine.code_index import _members_sorted, owners
 from engine.store import Store
 
@@ -48,7 +48,7 @@ def test_a_probe_finds_what_a_plain_filter_finds(story: Story, data: st.DataObje
             mine = stored.filter(pl.col("kind") == kind)["code"].to_list()
             keys = data.draw(st.lists(st.sampled_from(mine) | st.integers(0, 10**12),
                                       max_size=12) if mine else st.lists(st.integers(0, 99)))  # fmt: skip
-            upto = data.draw(st.sampled_from([None, *range(0, len(story.batches) + 1)]))
+            upto = data.draw(st.sampled_from([None, *range(len(story.batches) + 1)]))
             few = data.draw(st.sampled_from([0, code_index.FEW_KEYS]))  # the row-group path too
             saved, code_index.FEW_KEYS = code_index.FEW_KEYS, few
             try:
