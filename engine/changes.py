@@ -374,10 +374,23 @@ def changes(
     *,
     since: dt.datetime,
     until: dt.datetime,
+    window: Window | None = None,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(output rows, provided records) for the targets (`request_row`, `code` text).
 
     Codes are matched as known now (changes has no --known-at), retired ones included.
+    `window`: `prepared_window` of the same bounds, when the caller read it already.
     """
-    window = window_between(store, since=since, until=until)
+    if window is None:
+        window = window_between(store, since=since, until=until)
     return changes_in(store, window, hits(store, window, targets, kind), grant)
+
+
+def prepared_window(
+    store: Store, *, since: dt.datetime, until: dt.datetime, kind: CodeColumn
+) -> Window:
+    """The window since < recorded_at ≤ until with the codes of `kind` collected: neither
+    depends on the targets, so `juki changes` reads them while it parses the target file."""
+    window = window_between(store, since=since, until=until)
+    window.codes(store, kind)
+    return window

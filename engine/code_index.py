@@ -26,6 +26,9 @@ CODE_FILE_ROWS = 16 * 2**20  # rows per file of the sorted index
 CODE_ROW_GROUP = 2**20  # rows per row group: a probe for one code reads one
 PROBE_THREADS = 2
 SORT_PASSES = 4  # code ranges per kind sorted one at a time
+# sorted codes delta-encode; persons are distinct (no dictionary): full reads 1.13 → 0.75 s and
+# reads by person 1.9 → 1.4 s per 125 M codes
+CODE_ENCODINGS = {"code": "DELTA_BINARY_PACKED", "person": "PLAIN"}
 
 
 def sort_codes(store: Store) -> None:
@@ -52,7 +55,8 @@ def sort_codes(store: Store) -> None:
             )  # fmt: skip
             for start in range(0, rows.height, CODE_FILE_ROWS):
                 part = rows.slice(start, CODE_FILE_ROWS).to_arrow().cast(CODES_SCHEMA)
-                adds.append(deltalog.write_file(path, part, row_group_size=CODE_ROW_GROUP))
+                adds.append(deltalog.write_file(path, part, row_group_size=CODE_ROW_GROUP,
+                                                encodings=CODE_ENCODINGS))
             del rows
     removes = old["path"].to_list() if old.height else []
     deltalog.commit(path, table.version() + 1, adds, meta,

@@ -97,6 +97,7 @@ def write_file(
     plain_schema: bool = False,
     dictionary: list[str] | None = None,
     statistics: list[str] | None = None,
+    encodings: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Write `data` as a new Parquet file of the table; returns its `add` action (uncommitted:
     readers see it only once a commit names it). `partition` (column → value, in the table's
@@ -105,16 +106,21 @@ def write_file(
     string statistics), when the writer knows them; `plain_schema` stores no Arrow schema, so
     dictionary-encoded columns read back as the table's plain strings; `dictionary` names the
     columns to dictionary-encode (default: all), `statistics` those with row-group statistics
-    (default: all)."""
+    (default: all); `encodings` (column → Parquet encoding) encodes those columns so instead of
+    by dictionary."""
     name = f"part-00000-{uuid.uuid4()}-c000.snappy.parquet"
     values = {k: str(v) for k, v in (partition or {}).items()}
     folder = "".join(f"{k}={v}/" for k, v in values.items())
     (table_dir / folder).mkdir(parents=True, exist_ok=True)
     path = table_dir / folder / name
+    encoded = encodings or {}
+    if dictionary is None and encoded:
+        dictionary = [c for c in data.column_names if c not in encoded]
     pq.write_table(data, path, compression="snappy", row_group_size=row_group_size,
                    store_schema=not plain_schema,
                    use_dictionary=True if dictionary is None else dictionary,
-                   write_statistics=True if statistics is None else statistics)  # fmt: skip
+                   write_statistics=True if statistics is None else statistics,
+                   column_encoding=encoded or None)  # fmt: skip
     if stats_of is not None:
         known = json.loads(file_stats(stats_of, strings=True))
         known["numRecords"] = data.num_rows
@@ -179,6 +185,20 @@ def juki_metadata(table: Any) -> dict[str, str]:
     return {k: v for k, v in table.history(1)[0].items() if k.startswith("juki_")}
 
 
-def append(table_dir: Path, version: int, data: pa.Table, metadata: dict[str, str]) -> None:
+def append(
+    table_dir: Path, version: int, data: pa.Table, metadata: dict[str, str],
+    *, encodings: dict[str, str] | None = None,
+) -> None:  # fmt: skip
     """Write `data` as one Parquet file and commit it as Delta `version` of `table_dir`."""
-    commit(table_dir, version, [write_file(table_dir, data)], metadata)
+    commit(table_dir, version, [write_file(table_dir, data, encodings=encodings)], metadata)
+
+
+def writer_properties(encodings: dict[str, str]) -> Any:
+    """delta-rs writer properties that encode these columns so (and the rest by dictionary), for
+    the files its OPTIMIZE writes."""
+    from deltalake import ColumnProperties, WriterProperties
+
+    return WriterProperties(compression="SNAPPY", column_properties={
+        column: ColumnProperties(dictionary_enabled=False, encoding=encoding)  # type: ignore[arg-type]
+        for column, encoding in encodings.items()
+    })  # fmt: skip

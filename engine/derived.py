@@ -24,6 +24,16 @@ APPLIED = ["applied", "released"]
 CATCH_UP_TABLES = ("current_delta", "codes", "positions", "held")
 COMPACT_PERSONS = 4_000_000  # person keys per slice of a compaction (one base file each)
 BASE_ROW_GROUP = 128 * 1024  # rows per row group of the base: reads by person prune to these
+# Columns whose values are (nearly) all distinct gain nothing from a dictionary, which the writer
+# fills and abandons per row group: the sorted keys delta-encode to almost nothing, the codes
+# keep their lengths apart. Reading ~1 % of the persons of a 125 M base decoded 1.2x-1.5x faster
+# (key columns 1.23 → 0.81 s, the two codes 4.0 → 2.7 s); standard Parquet encodings, which
+# DuckDB, Spark and Polars read.
+BASE_ENCODINGS = {
+    "person": "DELTA_BINARY_PACKED", "seq": "DELTA_BINARY_PACKED",
+    "written_order": "DELTA_BINARY_PACKED",
+    "resident_code": "DELTA_LENGTH_BYTE_ARRAY", "my_number": "DELTA_LENGTH_BYTE_ARRAY",
+}  # fmt: skip
 
 
 def commit_table(store: Store, name: str, frame: pl.DataFrame, version: int, mode: str) -> None:
@@ -320,7 +330,8 @@ def compact(store: Store) -> int:
         )
         if live.height:
             adds.append(deltalog.write_file(base_dir, live.to_arrow().cast(CURRENT_SCHEMA),
-                                            row_group_size=BASE_ROW_GROUP))  # fmt: skip
+                                            row_group_size=BASE_ROW_GROUP,
+                                            encodings=BASE_ENCODINGS))  # fmt: skip
     deltalog.commit(base_dir, base.version() + 1, adds, {}, app_transaction=(APP_ID, version),
                     removes=old)  # fmt: skip
     empty = pl.from_arrow(CURRENT_SCHEMA.empty_table())

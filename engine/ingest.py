@@ -22,7 +22,13 @@ import polars as pl
 from engine import deltalog, derived, faults
 from engine.code_index import distinct, owners
 from engine.current import scan_current
-from engine.schema import HELD_SCHEMA, JOURNAL_SCHEMA, NOTIFICATION_COLUMNS, REASONS
+from engine.schema import (
+    HELD_SCHEMA,
+    JOURNAL_ENCODINGS,
+    JOURNAL_SCHEMA,
+    NOTIFICATION_COLUMNS,
+    REASONS,
+)
 from engine.sequencing import sequence
 from engine.store import APP_ID, SCHEMAS, Store
 from engine.transitions import SKIPPED, STATEFUL_RULES, apply_rows
@@ -566,7 +572,8 @@ class IngestSession:
         self.journal_parts.append(journal)
 
     def _write(self, table: Any, metadata: dict[str, str]) -> None:
-        deltalog.append(self.store.table_path("journal"), self.journal_version + 1, table, metadata)
+        deltalog.append(self.store.table_path("journal"), self.journal_version + 1, table, metadata,
+                        encodings=JOURNAL_ENCODINGS)  # fmt: skip
         self.journal_version += 1
         faults.point("journal-commit")
 
@@ -647,7 +654,8 @@ class _OpenBatch:
     def add(self, store: Store, journal: pl.DataFrame) -> None:
         """Write one part's journal rows and the derived rows they make (uncommitted)."""
         self.journal.append(deltalog.write_file(store.table_path("journal"),
-                                                journal.to_arrow().cast(JOURNAL_SCHEMA)))  # fmt: skip
+                                                journal.to_arrow().cast(JOURNAL_SCHEMA),
+                                                encodings=JOURNAL_ENCODINGS))  # fmt: skip
         self.codes.append(_derived_file(store, "codes", derived.code_rows(journal)))
         applied = journal.filter(pl.col("outcome").is_in(derived.APPLIED))
         self.cancelled.update(applied.filter(pl.col("reason") == "X1")["person"].to_list())

@@ -7,6 +7,7 @@ from typing import Any
 import polars as pl
 
 from engine import deltalog, derived
+from engine.schema import JOURNAL_ENCODINGS
 from engine.store import DERIVED, KEEP_LOG, Store
 
 
@@ -51,6 +52,7 @@ def compact(store: Store) -> int:
     meta = deltalog.juki_metadata(table)
     table.optimize.compact(
         target_size=SMALL_FILE_BYTES,
+        writer_properties=deltalog.writer_properties(JOURNAL_ENCODINGS),
         commit_properties=CommitProperties(custom_metadata=meta),
         post_commithook_properties=KEEP_LOG,
     )

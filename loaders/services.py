@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from engine.extract import Part, Region
 from engine.store import Store
 from loaders.outputs import OutputOptions
 from loaders.provide import ProvideSummary, Provision, provide
-from loaders.requests import read_request
+from loaders.requests import read_request, request_kind
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,7 @@ def run_changes(
     until: dt.datetime | None = None,
 ) -> ProvideSummary:
     """`juki changes FILE --since TS [--until TS]`: the periodic change check (SPEC §5)."""
-    from engine.changes import changes
+    from engine.changes import changes, prepared_window
 
     _require_file(path)
     store.require()
@@ -99,9 +100,14 @@ def run_changes(
                   "until": iso_jst(until)}  # fmt: skip
 
     def compute(grant: Grant) -> Provision:
-        targets = read_request(path)
+        # the window and its codes (~3 s at national size) are read while the targets are parsed
+        kind = request_kind(path)
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="juki-window") as pool:
+            early = pool.submit(prepared_window, store, since=since, until=until, kind=kind)
+            targets = read_request(path)
+            window = early.result()
         table, provided = changes(store, targets.codes, targets.kind, grant, since=since,
-                                  until=until)  # fmt: skip
+                                  until=until, window=window)  # fmt: skip
         return Provision(table, provided)
 
     return provide(store, agency=who.agency, affair=who.affair, function="changes",

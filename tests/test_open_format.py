@@ -94,6 +94,14 @@ def live_files(con: duckdb.DuckDBPyConnection, table: Path) -> list[str]:
     return sorted(str(table / p) for p in added - removed)
 
 
+def encodings(con: duckdb.DuckDBPyConnection, table: Path, column: str) -> set[str]:
+    """The Parquet encodings of a column over the table's live files, per DuckDB."""
+    listed = ", ".join("'" + f.replace("'", "''") + "'" for f in live_files(con, table))
+    rows = con.sql(f"select encodings from parquet_metadata([{listed}]) "
+                   f"where path_in_schema = '{column}'").fetchall()  # fmt: skip
+    return {e.strip() for (text,) in rows for e in text.split(",")}
+
+
 def read_table(
     con: duckdb.DuckDBPyConnection, table: Path, sql: str = "select * from t"
 ) -> pl.DataFrame:
@@ -229,11 +237,19 @@ def test_after_compaction_plain_duckdb_sees_the_removed_delta_files_gone_and_the
     store = tmp_path / "store"
     run_juki("ingest", *[str(directory / f) for f in CALL], "--store", str(store), cwd=tmp_path)
     before = scan_current(Store(store)).select(CURRENT_COLUMNS).sort("person").collect()
+    con = duckdb.connect()
+    codes_sql = "select kind::integer as kind, code, person from t order by 1, 2"
+    codes_before = read_table(con, store / "codes", codes_sql)
 
     run_juki("store", "compact", "--store", str(store), cwd=tmp_path)
     info = run_juki("store", "info", "--json", "--store", str(store), cwd=tmp_path)
 
-    con = duckdb.connect()
+    # the rewritten files delta-encode their distinct columns, which DuckDB reads as Parquet
+    assert encodings(con, store / "current_base", "person") >= {"DELTA_BINARY_PACKED"}
+    assert encodings(con, store / "current_base", "my_number") >= {"DELTA_LENGTH_BYTE_ARRAY"}
+    assert encodings(con, store / "codes", "code") >= {"DELTA_BINARY_PACKED"}
+    assert encodings(con, store / "journal", "person") >= {"DELTA_BINARY_PACKED"}
+    assert read_table(con, store / "codes", codes_sql).equals(codes_before)
     assert live_files(con, store / "current_delta") == []
     columns = ", ".join(CURRENT_COLUMNS)
     live = f"select {columns} from t where version is not null order by person"
