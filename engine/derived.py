@@ -17,7 +17,7 @@ import pyarrow as pa
 
 from engine import deltalog, faults
 from engine.current import ORDER
-from engine.schema import CURRENT_SCHEMA, HELD_SCHEMA
+from engine.schema import CHANGE_FIELDS, CURRENT_SCHEMA, HELD_SCHEMA, RECORD_FIELDS
 from engine.store import APP_ID, SCHEMAS, Store
 
 APPLIED = ["applied", "released"]
@@ -61,8 +61,15 @@ def read_journal(store: Store, *, after: int, upto: int) -> pl.DataFrame:
     )
 
 
+# what a history row is read for (versions and the current rows they make): not the journal's
+# bookkeeping of the row (file, row, outcome, rule, message, raw, …), which costs decoding
+HISTORY_COLUMNS = ["batch", "apply_order", "person", "version",
+                   *[f.name for f in (*RECORD_FIELDS, *CHANGE_FIELDS)]]  # fmt: skip
+
+
 def history_of(store: Store, persons: pl.Series, *, upto: int) -> pl.DataFrame:
-    """Applied and released journal rows of the given persons, in application order."""
+    """Applied and released journal rows of the given persons (`HISTORY_COLUMNS`), in
+    application order."""
     return (
         pl.scan_delta(str(store.table_path("journal")))
         .filter(
@@ -70,6 +77,7 @@ def history_of(store: Store, persons: pl.Series, *, upto: int) -> pl.DataFrame:
             & pl.col("outcome").is_in(APPLIED)
             & (pl.col("batch") <= upto)
         )
+        .select(HISTORY_COLUMNS)
         .sort("batch", "apply_order")
         .collect()
     )
