@@ -102,6 +102,14 @@ class _CodeSpace:
         return np.arange(start, start + len(values), dtype=np.int64)
 
 
+@dataclass(frozen=True)
+class _EarlyHistories:
+    """Store histories of some persons, being read in another thread."""
+
+    persons: np.ndarray
+    history: Future[pl.DataFrame]
+
+
 def _grow(a: np.ndarray, n: int, fill: int) -> np.ndarray:
     if len(a) >= n:
         return a
@@ -214,24 +222,44 @@ class IngestSession:
                              codes["prev"].fill_null(-1).to_numpy()])  # fmt: skip
         mn = codes["mn"].fill_null(-1).to_numpy()
         new_rc, new_mn = self.rc.missing(rc), self.mn.missing(mn)
-        if len(new_rc) or len(new_mn):
-            self._load_codes(new_rc, new_mn)
         x1_codes = codes.filter(pl.col("x1"))["rc"].drop_nulls().to_numpy()
-        if len(x1_codes):
-            cids = self.rc.lookup(x1_codes)
-            owners = self.rc_owner[cids[cids >= 0]]
-            owners = distinct(owners[owners >= 0])
-            need = owners[~self.history_loaded[owners]]
-            if len(need):
-                self._load_histories(need)
+        # The histories of persons an X1 names (a journal read) are read beside their current
+        # state (a base read): neither read uses both cores alone (125 M: 9.0 → 6.4 s).
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="juki-histories") as pool:
+            early = None
+            if len(new_rc) or len(new_mn):
+                early = self._load_codes(new_rc, new_mn, x1_codes, pool)
+            if len(x1_codes):
+                cids = self.rc.lookup(x1_codes)
+                owners = self.rc_owner[cids[cids >= 0]]
+                owners = distinct(owners[owners >= 0])
+                need = owners[~self.history_loaded[owners]]
+                if len(need):
+                    self._load_histories(need, early)
 
-    def _load_codes(self, new_rc: np.ndarray, new_mn: np.ndarray) -> None:
+    def _load_codes(
+        self, new_rc: np.ndarray, new_mn: np.ndarray, x1_codes: np.ndarray, pool: ThreadPoolExecutor
+    ) -> _EarlyHistories | None:
+        """Load the owners of new codes and their current state; returns the histories of the
+        owners of `x1_codes` among them, being read in `pool`."""
         found = owners(self.store, {1: new_rc, 2: new_mn})
+        early = None
+        x1_owners = distinct(found.filter((pl.col("kind") == 1)
+                                          & pl.col("code").is_in(pl.Series(x1_codes).implode()))
+                             ["person"].to_numpy())  # fmt: skip
+        local = self._local_of(x1_owners)
+        unread = local < 0
+        unread[~unread] = ~self.history_loaded[local[~unread]]
+        x1_owners = x1_owners[unread]
+        if len(x1_owners):
+            early = _EarlyHistories(x1_owners, pool.submit(
+                derived.history_of, self.store, pl.Series(x1_owners), upto=self.start_batch))  # fmt: skip
         self._codes_cids(new_rc, self.rc)
         self._codes_cids(new_mn, self.mn)
         persons = distinct(found["person"].to_numpy())
         self._load_persons(persons[self._local_of(persons) < 0])
         self._set_owners(found)
+        return early
 
     def _set_owners(self, found: pl.DataFrame) -> None:
         for kind, space in ((1, self.rc), (2, self.mn)):
@@ -293,12 +321,19 @@ class IngestSession:
         n = int(self.counts[0])
         return pl.Series("person", self.glob[:n][self.history_loaded[:n]], pl.Int64)
 
-    def _load_histories(self, locals_: np.ndarray) -> None:
-        """Splice the store's effective history under the base snapshot of these persons."""
+    def _load_histories(self, locals_: np.ndarray, early: _EarlyHistories | None = None) -> None:
+        """Splice the store's effective history under the base snapshot of these persons (those
+        `early` covers from its read)."""
         persons = self.glob[locals_]
-        history = derived.history_of(
-            self.store, pl.Series(persons), upto=self.start_batch
-        )
+        parts = []
+        if early is not None:
+            mine = np.isin(persons, early.persons)
+            parts.append(early.history.result().filter(
+                pl.col("person").is_in(pl.Series(persons[mine]).implode())))  # fmt: skip
+            persons = persons[~mine]
+        if len(persons):
+            parts.append(derived.history_of(self.store, pl.Series(persons), upto=self.start_batch))
+        history = pl.concat(parts)
         self.histories.append(history)
         self.history_loaded[locals_] = True
         if history.is_empty():
