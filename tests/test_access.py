@@ -183,3 +183,24 @@ def test_lookup_exit_codes_follow_the_spec(
                                                       ["--store", "store"]), cwd=store_dir)  # fmt: skip
         assert (result.returncode, result.stderr.splitlines(), result.stdout) == (code, [line], "")
         assert not (store_dir / "answer.parquet").exists()
+
+
+@pytest.mark.parametrize(
+    ("target", "line"),
+    [
+        ("bad.csv", "bad.csv: missing required column: my_number or resident_code"),
+        ("fake.parquet", "fake.parquet: not a readable Parquet file (no magic bytes)"),
+    ],
+)
+def test_changes_rejects_an_unreadable_target_file_with_exit_4_and_one_line(
+    store_dir: Path, target: str, line: str
+) -> None:
+    # `juki changes` reads the file's header first (to read the window's codes of that kind
+    # while it parses the file): the errors are the same one line as a whole read gives
+    (store_dir / "bad.csv").write_text("code\n123\n", encoding="utf-8")
+    (store_dir / "fake.parquet").write_text("my_number\n123\n", encoding="utf-8")
+    result = run_juki("changes", target, "--since", "2024-01-01T00:00:00+09:00", "--agency",
+                      "JPS", "--affair", "pension-change", "--out", "answer.parquet",
+                      "--store", "store", cwd=store_dir)  # fmt: skip
+    assert (result.returncode, result.stderr.splitlines(), result.stdout) == (4, [line], "")
+    assert not (store_dir / "answer.parquet").exists()
