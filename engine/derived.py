@@ -17,23 +17,19 @@ import pyarrow as pa
 
 from engine import deltalog, faults
 from engine.current import ORDER
-from engine.schema import CHANGE_FIELDS, CURRENT_SCHEMA, HELD_SCHEMA, RECORD_FIELDS
+from engine.schema import (
+    BASE_ENCODINGS,
+    CHANGE_FIELDS,
+    CURRENT_SCHEMA,
+    HELD_SCHEMA,
+    RECORD_FIELDS,
+)
 from engine.store import APP_ID, SCHEMAS, Store
 
 APPLIED = ["applied", "released"]
 CATCH_UP_TABLES = ("current_delta", "codes", "positions", "held")
 COMPACT_PERSONS = 4_000_000  # person keys per slice of a compaction (one base file each)
 BASE_ROW_GROUP = 128 * 1024  # rows per row group of the base: reads by person prune to these
-# Columns whose values are (nearly) all distinct gain nothing from a dictionary, which the writer
-# fills and abandons per row group: the sorted keys delta-encode to almost nothing, the codes
-# keep their lengths apart. Reading ~1 % of the persons of a 125 M base decoded 1.2x-1.5x faster
-# (key columns 1.23 → 0.81 s, the two codes 4.0 → 2.7 s); standard Parquet encodings, which
-# DuckDB, Spark and Polars read.
-BASE_ENCODINGS = {
-    "person": "DELTA_BINARY_PACKED", "seq": "DELTA_BINARY_PACKED",
-    "written_order": "DELTA_BINARY_PACKED",
-    "resident_code": "DELTA_LENGTH_BYTE_ARRAY", "my_number": "DELTA_LENGTH_BYTE_ARRAY",
-}  # fmt: skip
 
 
 def commit_table(store: Store, name: str, frame: pl.DataFrame, version: int, mode: str) -> None:

@@ -126,6 +126,13 @@ CURRENT_SCHEMA = pa.schema(
         pa.field("written_order", pa.int32()),
     ]
 )
+# the compacted base's encodings (see JOURNAL_ENCODINGS): reading ~1 % of the persons of a
+# 125 M base, key columns 1.23 → 0.81 s, the two codes 4.0 → 2.7 s
+BASE_ENCODINGS = {
+    "person": "DELTA_BINARY_PACKED", "seq": "DELTA_BINARY_PACKED",
+    "written_order": "DELTA_BINARY_PACKED",
+    "resident_code": "DELTA_LENGTH_BYTE_ARRAY", "my_number": "DELTA_LENGTH_BYTE_ARRAY",
+}  # fmt: skip
 
 CODE_KIND = {"resident_code": 1, "my_number": 2}
 CODES_SCHEMA = pa.schema(
@@ -136,6 +143,9 @@ CODES_SCHEMA = pa.schema(
         pa.field("batch", pa.int64()),
     ]
 )
+# the sorted index's encodings: sorted codes delta-encode, persons are distinct (no dictionary);
+# per 125 M codes, full reads 1.13 → 0.75 s, reads by person 1.9 → 1.4 s
+CODE_ENCODINGS = {"code": "DELTA_BINARY_PACKED", "person": "PLAIN"}
 
 POSITIONS_SCHEMA = pa.schema(
     [pa.field("municipality_code", pa.string()), pa.field("last_seq", pa.int64())]

@@ -94,9 +94,14 @@ def live_files(con: duckdb.DuckDBPyConnection, table: Path) -> list[str]:
     return sorted(str(table / p) for p in added - removed)
 
 
+def sql_list(files: list[str]) -> str:
+    """File names as the items of a DuckDB list literal."""
+    return ", ".join("'" + f.replace("'", "''") + "'" for f in files)
+
+
 def encodings(con: duckdb.DuckDBPyConnection, table: Path, column: str) -> set[str]:
     """The Parquet encodings of a column over the table's live files, per DuckDB."""
-    listed = ", ".join("'" + f.replace("'", "''") + "'" for f in live_files(con, table))
+    listed = sql_list(live_files(con, table))
     rows = con.sql(f"select encodings from parquet_metadata([{listed}]) "
                    f"where path_in_schema = '{column}'").fetchall()  # fmt: skip
     return {e.strip() for (text,) in rows for e in text.split(",")}
@@ -108,7 +113,7 @@ def read_table(
     files = live_files(con, table)
     if not files:
         return pl.DataFrame()
-    listed = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
+    listed = sql_list(files)
     con.sql(f"create or replace temp view t as select * from read_parquet([{listed}])")
     frame = con.sql(sql).pl()
     # DuckDB names UTC 'Etc/UTC'; the instants are what matter
