@@ -35,14 +35,20 @@ def scan_current(
     if person_range is not None:
         mine = in_range(person_range)
         base, delta = base.filter(mine), delta.filter(mine)
-    if persons is not None:
-        keys = pl.Series("person", persons, dtype=pl.Int64)
-        base = base.filter(pl.col("person").is_in(keys.implode()))
-        delta = delta.filter(pl.col("person").is_in(keys.implode()))
     if newest is None:
         delta = delta.sort(ORDER).unique(subset="person", keep="last", maintain_order=False)
     else:
         base = base.select(newest.columns)
+    if persons is not None:
+        keys = pl.Series("person", persons, dtype=pl.Int64)
+        rows = delta.filter(pl.col("person").is_in(keys.implode())).collect()
+        # a person with a delta row is read from the delta alone: taking them out of the keys
+        # the base is filtered by spares an anti-join over the base's rows (10 M of them for a
+        # national lookup)
+        keys = keys.filter(~keys.is_in(rows["person"].implode()))
+        base = base.filter(pl.col("person").is_in(keys.implode()))
+        return pl.concat([base, rows.lazy()], how="vertical").filter(
+            pl.col("version").is_not_null())  # fmt: skip
     # the base's order is kept (it is sorted by person): national extracts then need no sort
     rest = base.join(delta.select("person"), on="person", how="anti", maintain_order="left")
     return pl.concat([rest, delta], how="vertical").filter(pl.col("version").is_not_null())

@@ -30,7 +30,8 @@ def lookup(
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(output rows, provided records) for `request` (`request_row`, `code` text)."""
     matched = resolve(store, request, kind, upto_batch=upto_batch)
-    persons = matched["person"].drop_nulls().unique()
+    # sorted: the base is sorted by person, and its filtered read is faster for sorted keys
+    persons = matched["person"].drop_nulls().unique().sort()
     needed = [*grant.output_columns, "resident_code", "prefecture_code", "version"]
     versions = as_of(store, date=date, upto_batch=upto_batch, persons=persons,
                      columns=list(dict.fromkeys(needed))).collect(engine="in-memory")  # fmt: skip
@@ -47,15 +48,14 @@ def lookup(
         )
     )  # fmt: skip
     provided = joined.filter(pl.col("found")).select(
-        "resident_code", columns=provided_columns(grant)
+        "resident_code", columns=provided_columns(grant, enum=True)
     )
-    shown = (
-        withhold(joined.lazy(), grant)
-        .with_columns(
-            [pl.when(pl.col("found")).then(pl.col(c)).alias(c) for c in grant.columns],
-            protected=pl.when(pl.col("found")).then(pl.col("protected").fill_null(False)),
-        )
-        .select(*REQUEST_COLUMNS, *grant.output_columns)
-        .collect(engine="in-memory")
+    shown = withhold(joined.lazy(), grant).with_columns(
+        protected=pl.when(pl.col("found")).then(pl.col("protected").fill_null(False))
     )
+    if (joined["_has_version"] & ~joined["found"]).any():  # out of scope: withhold the record
+        shown = shown.with_columns(
+            [pl.when(pl.col("found")).then(pl.col(c)).alias(c) for c in grant.columns]
+        )  # (rows with no version have null columns already)
+    shown = shown.select(*REQUEST_COLUMNS, *grant.output_columns).collect(engine="in-memory")
     return shown, provided

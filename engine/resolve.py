@@ -121,14 +121,15 @@ def resolve(
     store: Store, request: pl.DataFrame, kind: CodeColumn, *, upto_batch: int | None
 ) -> pl.DataFrame:
     """`request` (`request_row`, `code` text) → plus `malformed` and `person` (null: no match)."""
-    from engine.code_index import owners
+    from engine.code_index import persons_of
 
-    parsed = request.with_columns(code_int=parse_code_series(request["code"], kind))
-    keys = parsed["code_int"].drop_nulls().to_numpy()  # owners sorts and dedupes (no hash)
-    found = (owners(store, {CODE_KIND[kind]: keys}, upto_batch=upto_batch)
-             .unique("code").select("code", "person"))  # fmt: skip
-    return parsed.join(found, left_on="code_int", right_on="code", how="left", maintain_order="left").select(
-        "request_row", "code", malformed=pl.col("code_int").is_null(), person=pl.col("person")
+    parsed = parse_code_series(request["code"], kind)
+    person = persons_of(store, CODE_KIND[kind], parsed.fill_null(-1).to_numpy(),
+                        upto_batch=upto_batch)  # fmt: skip
+    person = pl.Series("person", person)
+    return request.select(
+        "request_row", "code", malformed=parsed.is_null(),
+        person=pl.when(person >= 0).then(person),
     )
 
 

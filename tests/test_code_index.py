@@ -14,17 +14,20 @@ from hypothesis import strategies as st
 from stories import Story, ingest_story, property_settings, stories
 
 from engine import code_index
-from engine.code_index import _members_sorted, owners
+from engine.code_index import _assign_sorted, owners, persons_of
 from engine.store import Store
 
 
 @settings(max_examples=200, deadline=None, database=None)
-@given(values=st.lists(st.integers(0, 60), max_size=40), keys=st.sets(st.integers(0, 60),
-                                                                      max_size=20))  # fmt: skip
-def test_the_merge_agrees_with_numpy_membership(values: list[int], keys: set[int]) -> None:
-    v = np.sort(np.array(values, dtype=np.int64))
+@given(owned=st.dictionaries(st.integers(0, 60), st.integers(0, 9), max_size=40),
+       keys=st.sets(st.integers(0, 60), max_size=20))  # fmt: skip
+def test_the_merge_finds_each_keys_owner_as_a_dict_does(owned: dict[int, int], keys: set[int]) -> None:
+    codes = np.array(sorted(owned), dtype=np.int64)
+    persons = np.array([owned[c] for c in sorted(owned)], dtype=np.int64)
     k = np.array(sorted(keys), dtype=np.int64)
-    assert _members_sorted(v, k).tolist() == np.isin(v, k).tolist()
+    out = np.full(len(k), -1, np.int64)
+    _assign_sorted(codes, persons, k, out)
+    assert out.tolist() == [owned.get(int(c), -1) for c in k]
 
 
 def _oracle(store: Store, kind: int, keys: list[int], upto: int | None) -> set[tuple[int, int]]:
