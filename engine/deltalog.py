@@ -33,6 +33,11 @@ import pyarrow.parquet as pq
 
 CLIENT = "juki"
 
+# Parquet's LZ4_RAW codec (pyarrow's "lz4"): measured on the 125 M base, filtered reads take
+# ~20 % less CPU than with snappy (decompression dominates: 8 % of a file's rows sit on nearly
+# every page) for files ~12 % larger. DuckDB, Polars, Spark ≥ 3.3 and Trino read it.
+COMPRESSION = "lz4"
+
 
 def _stat_value(value: Any) -> Any:
     if isinstance(value, dt.datetime):
@@ -108,7 +113,7 @@ def write_file(
     columns to dictionary-encode (default: all), `statistics` those with row-group statistics
     (default: all); `encodings` (column → Parquet encoding) encodes those columns so instead of
     by dictionary."""
-    name = f"part-00000-{uuid.uuid4()}-c000.snappy.parquet"
+    name = f"part-00000-{uuid.uuid4()}-c000.lz4raw.parquet"
     values = {k: str(v) for k, v in (partition or {}).items()}
     folder = "".join(f"{k}={v}/" for k, v in values.items())
     (table_dir / folder).mkdir(parents=True, exist_ok=True)
@@ -116,7 +121,7 @@ def write_file(
     encoded = encodings or {}
     if dictionary is None and encoded:
         dictionary = [c for c in data.column_names if c not in encoded]
-    pq.write_table(data, path, compression="snappy", row_group_size=row_group_size,
+    pq.write_table(data, path, compression=COMPRESSION, row_group_size=row_group_size,
                    store_schema=not plain_schema,
                    use_dictionary=True if dictionary is None else dictionary,
                    write_statistics=True if statistics is None else statistics,
@@ -198,7 +203,7 @@ def writer_properties(encodings: dict[str, str]) -> Any:
     the files its OPTIMIZE writes."""
     from deltalake import ColumnProperties, WriterProperties
 
-    return WriterProperties(compression="SNAPPY", column_properties={
+    return WriterProperties(compression="LZ4_RAW", column_properties={
         column: ColumnProperties(dictionary_enabled=False, encoding=encoding)  # type: ignore[arg-type]
         for column, encoding in encodings.items()
     })  # fmt: skip

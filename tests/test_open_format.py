@@ -107,6 +107,13 @@ def encodings(con: duckdb.DuckDBPyConnection, table: Path, column: str) -> set[s
     return {e.strip() for (text,) in rows for e in text.split(",")}
 
 
+def compressions(con: duckdb.DuckDBPyConnection, table: Path) -> set[str]:
+    """The Parquet codecs over the table's live files, per DuckDB."""
+    listed = sql_list(live_files(con, table))
+    rows = con.sql(f"select distinct compression from parquet_metadata([{listed}])").fetchall()
+    return {c for (c,) in rows}
+
+
 def read_table(
     con: duckdb.DuckDBPyConnection, table: Path, sql: str = "select * from t"
 ) -> pl.DataFrame:
@@ -254,6 +261,8 @@ def test_after_compaction_plain_duckdb_sees_the_removed_delta_files_gone_and_the
     assert encodings(con, store / "current_base", "my_number") >= {"DELTA_LENGTH_BYTE_ARRAY"}
     assert encodings(con, store / "codes", "code") >= {"DELTA_BINARY_PACKED"}
     assert encodings(con, store / "journal", "person") >= {"DELTA_BINARY_PACKED"}
+    for table in ("current_base", "codes", "journal"):  # the codec readers must know
+        assert compressions(con, store / table) == {"LZ4_RAW"}
     assert read_table(con, store / "codes", codes_sql).equals(codes_before)
     assert live_files(con, store / "current_delta") == []
     columns = ", ".join(CURRENT_COLUMNS)
