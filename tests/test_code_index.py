@@ -85,3 +85,27 @@ def test_compaction_sorts_the_codes_one_kind_per_file_and_keeps_the_reflected_ba
     for path in actions["path"]:
         codes = pl.read_parquet(store.table_path("codes") / path)["code"]
         assert codes.is_sorted()
+
+
+@settings(max_examples=200, deadline=None, database=None)
+@given(codes=st.lists(st.integers(0, 10**12), unique=True, min_size=1, max_size=400)
+       | st.integers(100, 2000).map(lambda n: list(range(7, 7 * n, 7))),
+       values=st.lists(st.integers(-1, 10**12), max_size=20), also=st.data())  # fmt: skip
+def test_a_session_code_space_finds_each_code_it_was_given(
+    codes: list[int], values: list[int], also: st.DataObject
+) -> None:
+    """The ingest session's dense code ids (binary search for a few values, a merge walk for
+    many): every added code is found at its id, anything else (or negative) is -1."""
+    from engine.ingest import _CodeSpace
+
+    space = _CodeSpace()
+    half = len(codes) // 2
+    for part in (codes[:half], codes[half:]):
+        space.add(np.array(part, dtype=np.int64))
+    known = st.lists(st.sampled_from(codes), max_size=40) if codes else st.just([])
+    asked = values + also.draw(known)
+    ids = space.lookup(np.array(asked, dtype=np.int64))
+    where = {c: i for i, c in enumerate(codes)}
+    assert ids.tolist() == [where.get(v, -1) for v in asked]
+    missing = space.missing(np.array(asked, dtype=np.int64))
+    assert missing.tolist() == sorted({v for v in asked if v >= 0 and v not in where})
