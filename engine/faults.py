@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 
 _passages: dict[str, int] = {}
 
@@ -23,4 +24,7 @@ def point(name: str) -> None:
         return
     _passages[name] = _passages.get(name, 0) + 1
     if _passages[name] == int(count or 1):
-        os.kill(os.getpid(), signal.SIGSTOP)
+        # To this thread, not the process: a process-directed SIGSTOP goes to the main thread,
+        # and until that one is scheduled and stops the group, this thread would run on (a
+        # committer thread committed the next batch that way on a loaded 2-core machine).
+        signal.pthread_kill(threading.get_ident(), signal.SIGSTOP)
