@@ -87,6 +87,27 @@ def test_compaction_sorts_the_codes_one_kind_per_file_and_keeps_the_reflected_ba
         assert codes.is_sorted()
 
 
+def test_each_codes_file_an_ingest_appends_is_sorted_by_kind_and_code(tmp_path: Path) -> None:
+    """A probe merges a sorted file with its keys as it is; an unsorted one is sorted again by
+    every probe (each group of a national initial load probes every file appended before it)."""
+    from loaders.ingest import ingest_files
+    from loaders.synthetic import generate
+
+    store = Store(tmp_path / "store")
+    summary = generate(tmp_path / "files", residents=600, months=1, seed=5)
+    files = sorted(summary.files)
+    initial = [f for f in files if Path(f).name.startswith("0000")]
+    ingest_files(store, initial)
+    ingest_files(store, [f for f in files if f not in initial])
+    actions = pl.DataFrame(store.delta("codes").get_add_actions(flatten=True))
+    sizes = []
+    for path in actions["path"]:
+        codes = pl.read_parquet(store.table_path("codes") / path).select("kind", "code")
+        assert codes.equals(codes.sort("kind", "code"))
+        sizes.append(codes.height)
+    assert sum(n > 1 for n in sizes) >= 2, sizes
+
+
 @settings(max_examples=200, deadline=None, database=None)
 @given(codes=st.lists(st.integers(0, 10**12), unique=True, min_size=1, max_size=400)
        | st.integers(100, 2000).map(lambda n: list(range(7, 7 * n, 7))),
