@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from stories import Story, ingest_story, property_settings, stories
 
 from engine import code_index
-from engine.code_index import _assign_sorted, owners, persons_of
+from engine.code_index import _assign_sorted, owners
 from engine.store import Store
 
 
@@ -90,13 +90,14 @@ def test_compaction_sorts_the_codes_one_kind_per_file_and_keeps_the_reflected_ba
 def test_each_codes_file_an_ingest_appends_is_sorted_by_kind_and_code(tmp_path: Path) -> None:
     """A probe merges a sorted file with its keys as it is; an unsorted one is sorted again by
     every probe (each group of a national initial load probes every file appended before it)."""
+    from loaders.demo import month_of
     from loaders.ingest import ingest_files
     from loaders.synthetic import generate
 
     store = Store(tmp_path / "store")
     summary = generate(tmp_path / "files", residents=600, months=1, seed=5)
     files = sorted(summary.files)
-    initial = [f for f in files if Path(f).name.startswith("0000")]
+    initial = [f for f in files if month_of(f).startswith("0000")]
     ingest_files(store, initial)
     ingest_files(store, [f for f in files if f not in initial])
     actions = pl.DataFrame(store.delta("codes").get_add_actions(flatten=True))
