@@ -31,6 +31,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from engine.schema import UNPRUNED_TEXT
+
 CLIENT = "juki"
 
 # Parquet's LZ4_RAW codec (pyarrow's "lz4"): measured on the 125 M base, filtered reads take
@@ -111,8 +113,11 @@ def write_file(
     string statistics), when the writer knows them; `plain_schema` stores no Arrow schema, so
     dictionary-encoded columns read back as the table's plain strings; `dictionary` names the
     columns to dictionary-encode (default: all), `statistics` those with row-group statistics
-    (default: all); `encodings` (column → Parquet encoding) encodes those columns so instead of
+    (default: all but the free-text columns of
+    `schema.UNPRUNED_TEXT`); `encodings` (column → Parquet encoding) encodes those columns so instead of
     by dictionary."""
+    if statistics is None:
+        statistics = [c for c in data.column_names if c not in UNPRUNED_TEXT]
     name = f"part-00000-{uuid.uuid4()}-c000.lz4raw.parquet"
     values = {k: str(v) for k, v in (partition or {}).items()}
     folder = "".join(f"{k}={v}/" for k, v in values.items())
@@ -124,7 +129,7 @@ def write_file(
     pq.write_table(data, path, compression=COMPRESSION, row_group_size=row_group_size,
                    store_schema=not plain_schema,
                    use_dictionary=True if dictionary is None else dictionary,
-                   write_statistics=True if statistics is None else statistics,
+                   write_statistics=statistics,
                    column_encoding=encoded or None)  # fmt: skip
     if stats_of is not None:
         known = json.loads(file_stats(stats_of, strings=True))

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import polars as pl
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from deltalake import DeltaTable, write_deltalake
 
@@ -84,3 +85,19 @@ def test_an_existing_version_is_never_replaced(table: Path) -> None:
     assert (table / "_delta_log" / f"{1:020d}.json").read_bytes() == before
     assert DeltaTable(str(table)).to_pyarrow_table()["batch"].to_pylist() == [1, 1]
     assert not [p for p in (table / "_delta_log").iterdir() if p.name.endswith(".tmp")]
+
+
+def test_row_group_statistics_skip_the_free_text_columns_and_keep_the_keys(tmp_path: Path) -> None:
+    data = pa.table({
+        "person": pa.array([3, 1, 2], pa.int64()),
+        "resident_code": ["00000000019", "00000000027", "00000000035"],
+        "surname": ["山田", "佐藤", "鈴木"],
+        "address": ["東京都千代田区1", "東京都千代田区2", "東京都千代田区3"],
+    })  # fmt: skip
+    add = deltalog.write_file(tmp_path, data)
+
+    meta = pq.ParquetFile(tmp_path / add["path"]).metadata.row_group(0)
+    stats = {meta.column(i).path_in_schema: meta.column(i).statistics for i in range(4)}
+    assert stats["surname"] is None and stats["address"] is None
+    assert (stats["person"].min, stats["person"].max) == (1, 3)
+    assert stats["resident_code"].min == "00000000019"
