@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,44 @@ def _write_rejects(path: Path, rejects: pl.DataFrame) -> None:
     tmp.replace(path)
 
 
+# Small files are read two at a time, up to this many bytes ahead of the one being grouped (a
+# month's 94 files: 0.89 → 0.70 s); a large file (an initial load's) is read alone, Polars
+# reading it on both cores, and never while another is held ahead (memory follows the group).
+READ_AHEAD_BYTES = 64 * 2**20
+
+
+def _size(name: str) -> int:
+    try:
+        return Path(name).stat().st_size
+    except OSError:
+        return 0  # read_notifications reports it
+
+
+def _read_files(
+    names: Sequence[str], encoding: Encoding | None
+) -> Iterator[tuple[int, NotificationFile | FileError]]:
+    """Each file read (a FileError when unreadable), in the order given."""
+
+    def read(name: str) -> NotificationFile | FileError:
+        try:
+            return read_notifications(name, encoding=encoding)
+        except InputRejected as e:
+            return FileError(name, str(e))
+
+    sizes = [_size(n) for n in names]
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="juki-read") as pool:
+        pending: deque[Future[NotificationFile | FileError]] = deque()
+        ahead, nxt = 0, 0
+        for i in range(len(names)):
+            while nxt < len(names) and (nxt == i or ahead + sizes[nxt] <= READ_AHEAD_BYTES):
+                pending.append(pool.submit(read, names[nxt]))
+                ahead += sizes[nxt]
+                nxt += 1
+            f = pending.popleft().result()
+            ahead -= sizes[i]
+            yield i, f
+
+
 def _groups(
     names: Sequence[str], encoding: Encoding | None
 ) -> Iterator[list[tuple[int, NotificationFile | FileError]]]:
@@ -74,16 +113,13 @@ def _groups(
     a file of more than GROUP_ROWS rows is a group of its own (applied in parts)."""
     group: list[tuple[int, NotificationFile | FileError]] = []
     rows = 0
-    for i, name in enumerate(names):
-        try:
-            f = read_notifications(name, encoding=encoding)
+    for i, f in _read_files(names, encoding):
+        if isinstance(f, NotificationFile):
             if f.rows.height > GROUP_ROWS and group:
                 yield group
                 group, rows = [], 0
             rows += f.rows.height
-            group.append((i, f))
-        except InputRejected as e:
-            group.append((i, FileError(name, str(e))))
+        group.append((i, f))
         if rows >= GROUP_ROWS:
             yield group
             group, rows = [], 0
