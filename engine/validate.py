@@ -12,7 +12,8 @@ import functools
 
 import polars as pl
 
-from engine.codes import WIDTH, expected_check_digits
+from engine.codes import WIDTH
+from engine.kernels.checkdigits import expected_check_digits
 from engine.schema import REASONS
 
 # SPEC §1: full-width katakana ァ-ヶ and ー; the middle dot ・ for foreign names only.

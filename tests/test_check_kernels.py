@@ -7,11 +7,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from engine.codes import expected_check_digits as numpy_expected_check_digits
 from engine.kernels.checkdigits import (
     MALFORMED,
     NULL,
     bad_check_digits,
     bad_check_digits_reference,
+    expected_check_digits,
 )
 from engine.kernels.history import (
     held_codes,
@@ -103,6 +105,16 @@ def test_check_digits_match_the_reference(values: list[int], kind: str) -> None:
     top = {"resident_code": 10**11, "my_number": 10**12, "municipality_code": 10**6}[kind]
     a = arr([v % top if v >= 0 else v for v in values])
     assert np.array_equal(bad_check_digits(a, kind), bad_check_digits_reference(a, kind))  # type: ignore[arg-type]
+
+
+@SETTINGS
+@given(st.lists(st.integers(0, 10**12 - 1), max_size=200),
+       st.sampled_from(["resident_code", "my_number", "municipality_code"]))  # fmt: skip
+def test_expected_check_digits_match_the_numpy_rules(values: list[int], kind: str) -> None:
+    top = {"resident_code": 10**11, "my_number": 10**12, "municipality_code": 10**6}[kind]
+    a = arr([v % top for v in values])
+    assert np.array_equal(expected_check_digits(a, kind),  # type: ignore[arg-type]
+                          numpy_expected_check_digits(a, kind))  # type: ignore[arg-type]  # fmt: skip
 
 
 REASON_IDS = [0, 1, 2, 3, 4, 11, 12, 13, 14, 21, 22, 23, 24, 25, 26, 27, 31]

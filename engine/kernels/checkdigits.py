@@ -92,6 +92,27 @@ def _bad_municipality(codes, table):  # type: ignore[no-untyped-def]
     return out
 
 
+@njit(cache=True, nogil=True, parallel=True)
+def _expected(codes, table, municipality):  # type: ignore[no-untyped-def]
+    """The check digit each non-negative code should end with (SPEC §2.1–§2.3)."""
+    out = np.empty(codes.shape[0], np.int64)
+    for i in prange(codes.shape[0]):
+        total, _ = _weighted_body(np.uint64(max(codes[i], 0)), table)
+        if municipality:
+            out[i] = (np.uint64(11) - total % np.uint64(11)) % np.uint64(10)
+        else:
+            r = total % np.uint64(11)
+            out[i] = 0 if r <= np.uint64(1) else np.uint64(11) - r
+    return out
+
+
+def expected_check_digits(codes: np.ndarray, kind: CodeKind) -> np.ndarray:
+    """`engine.codes.expected_check_digits` of non-negative codes, in one parallel pass (ingest
+    checks every code of every row: the NumPy form, a pass per digit, took ~3 s of a 10 M load)."""
+    codes = np.ascontiguousarray(codes, dtype=np.int64)
+    return _expected(codes, pair_weights(kind), kind == "municipality_code")
+
+
 def bad_check_digits(codes: np.ndarray, kind: CodeKind) -> np.ndarray:
     """Mask of codes whose check digit is wrong or that are MALFORMED (NULL is never bad)."""
     codes = np.ascontiguousarray(codes, dtype=np.int64)
