@@ -94,6 +94,17 @@ def file_stats(table: pa.Table, *, strings: bool = False) -> str:
     )
 
 
+def arrow_table(frame: Any, schema: pa.Schema) -> pa.Table:
+    """A Polars frame as Arrow of the schema's types, its text as string views: Polars holds
+    text as views, and converting them to Arrow strings copied every string (~0.2 s per
+    1.4 M journal rows). `write_file` writes views as Parquet strings, like any other text."""
+    views = pa.schema([pa.field(f.name, pa.string_view()) if pa.types.is_string(f.type) else f
+                       for f in schema])  # fmt: skip
+    import polars as pl
+
+    return frame.select(schema.names).to_arrow(compat_level=pl.CompatLevel.newest()).cast(views)
+
+
 def write_file(
     table_dir: Path,
     data: pa.Table,
@@ -118,6 +129,10 @@ def write_file(
     by dictionary."""
     if statistics is None:
         statistics = [c for c in data.column_names if c not in UNPRUNED_TEXT]
+    if any(pa.types.is_string_view(f.type) for f in data.schema):
+        # No stored Arrow schema: every reader then takes the text as the table's strings (the
+        # Parquet types carry the rest: int8, date, timestamp[us, UTC]).
+        plain_schema = True
     name = f"part-00000-{uuid.uuid4()}-c000.lz4raw.parquet"
     values = {k: str(v) for k, v in (partition or {}).items()}
     folder = "".join(f"{k}={v}/" for k, v in values.items())

@@ -41,7 +41,7 @@ APPEND_ENCODINGS = {"current_delta": BASE_ENCODINGS, "codes": CODE_ENCODINGS}
 
 def write_appended(store: Store, name: str, frame: pl.DataFrame) -> dict[str, Any]:
     """Write rows to append to a derived table as a file of it (uncommitted: see commit_table)."""
-    table = frame.select(SCHEMAS[name].names).to_arrow().cast(SCHEMAS[name])
+    table = deltalog.arrow_table(frame, SCHEMAS[name])
     return deltalog.write_file(store.table_path(name), table,
                                encodings=APPEND_ENCODINGS.get(name))  # fmt: skip
 
@@ -413,7 +413,7 @@ def compact(store: Store) -> int:
             .collect()
         )
         if live.height:
-            adds.append(deltalog.write_file(base_dir, live.to_arrow().cast(CURRENT_SCHEMA),
+            adds.append(deltalog.write_file(base_dir, deltalog.arrow_table(live, CURRENT_SCHEMA),
                                             row_group_size=BASE_ROW_GROUP,
                                             encodings=BASE_ENCODINGS))  # fmt: skip
     deltalog.commit(base_dir, base.version() + 1, adds, {}, app_transaction=(APP_ID, version),

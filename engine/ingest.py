@@ -414,7 +414,7 @@ class IngestSession:
         )  # fmt: skip
         ends = np.searchsorted(journal["_batch_of"].to_numpy(), np.arange(len(files) + 1))
         journal = journal.drop("_batch_of")
-        table = journal.to_arrow().cast(JOURNAL_SCHEMA)
+        table = deltalog.arrow_table(journal, JOURNAL_SCHEMA)
         summaries = []
         for g, (file, _, _) in enumerate(files):
             lo, hi = int(ends[g]), int(ends[g + 1])
@@ -752,7 +752,7 @@ class _OpenBatch:
     def add(self, store: Store, journal: pl.DataFrame) -> None:
         """Write one part's journal rows and the derived rows they make (uncommitted)."""
         self.journal.append(deltalog.write_file(store.table_path("journal"),
-                                                journal.to_arrow().cast(JOURNAL_SCHEMA),
+                                                deltalog.arrow_table(journal, JOURNAL_SCHEMA),
                                                 encodings=JOURNAL_ENCODINGS))  # fmt: skip
         self.codes.append(_derived_file(store, "codes", derived.code_rows(journal)))
         applied = journal.filter(pl.col("outcome").is_in(derived.APPLIED))
@@ -806,7 +806,7 @@ class _OpenBatch:
 
 def _derived_file(store: Store, name: str, frame: pl.DataFrame) -> dict[str, Any]:
     schema = SCHEMAS[name]
-    return deltalog.write_file(store.table_path(name), frame.select(schema.names).to_arrow().cast(schema))
+    return deltalog.write_file(store.table_path(name), deltalog.arrow_table(frame, schema))
 
 
 def _counts(journal: pl.DataFrame) -> dict[str, int]:
