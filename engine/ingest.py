@@ -514,11 +514,19 @@ class IngestSession:
         batches are checked here (they were not part of the caller's group)."""
         work = work.with_row_index("_k")
         from_file = work.filter(~pl.col("_from_held")).select("_k", *extras)
-        parts = [from_file.join(checked.drop("row"), on="_pos", how="left")]
+        pos = checked["_pos"]
+        if pos.len() and pos.is_sorted() and pos[0] == 0 and pos[-1] == pos.len() - 1:
+            # checked row i is the group's row i: gathered by position (a join hashed and
+            # copied every column of the group)
+            picked = checked.drop("row", "_pos")[from_file["_pos"]]
+            parts = [pl.concat([from_file, picked], how="horizontal")]
+        else:
+            parts = [from_file.join(checked.drop("row"), on="_pos", how="left")]
         released = work.filter(pl.col("_from_held"))
-        if released.height:
-            self.ensure(released)
-            parts.append(validate_rows(released.select(*TEXT_COLUMNS, "_k", *extras)))
+        if not released.height:  # (from_file keeps the work's order)
+            return parts[0].drop("_k")
+        self.ensure(released)
+        parts.append(validate_rows(released.select(*TEXT_COLUMNS, "_k", *extras)))
         return pl.concat(parts, how="diagonal_relaxed").sort("_k").drop("_k")
 
     def _walk(self, checked: pl.DataFrame) -> pl.DataFrame:
