@@ -100,8 +100,11 @@ def _in_order(batch: pl.DataFrame, positions: pl.DataFrame, held: pl.DataFrame) 
         return None
     if held.height and held["municipality_code"].is_in(batch["municipality_code"].implode()).any():
         return None
-    ranked = batch.join(positions, on="municipality_code", how="left").with_columns(
-        _rank=pl.int_range(1, pl.len() + 1).over("municipality_code")
+    # (the two key columns only: joining the whole batch copied every column of every row)
+    ranked = (
+        batch.select("municipality_code", "_seq")
+        .join(positions, on="municipality_code", how="left", maintain_order="left")
+        .with_columns(_rank=pl.int_range(1, pl.len() + 1).over("municipality_code"))
     )
     if not (ranked["_seq"] == ranked["last_seq"].fill_null(0) + ranked["_rank"]).all():
         return None
