@@ -521,7 +521,10 @@ class IngestSession:
         if pos.len() and pos.is_sorted() and pos[0] == 0 and pos[-1] == pos.len() - 1:
             # checked row i is the group's row i: gathered by position (a join hashed and
             # copied every column of the group)
-            picked = checked.drop("row", "_pos")[from_file["_pos"]]
+            take = from_file["_pos"]
+            picked = checked.drop("row", "_pos")
+            if not (take.len() == pos.len() and take.is_sorted()):  # (else: every row, in order)
+                picked = picked[take]
             parts = [pl.concat([from_file, picked], how="horizontal")]
         else:
             parts = [from_file.join(checked.drop("row"), on="_pos", how="left")]
