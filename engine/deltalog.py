@@ -124,9 +124,9 @@ def write_file(
     string statistics), when the writer knows them; `plain_schema` stores no Arrow schema, so
     dictionary-encoded columns read back as the table's plain strings; `dictionary` names the
     columns to dictionary-encode (default: all), `statistics` those with row-group statistics
-    (default: all but the free-text columns of
-    `schema.UNPRUNED_TEXT`); `encodings` (column → Parquet encoding) encodes those columns so instead of
-    by dictionary."""
+    (default: all but the free-text columns of `schema.UNPRUNED_TEXT`); `encodings` (column →
+    Parquet encoding) encodes those columns so instead of by dictionary. String-view columns
+    (`arrow_table`) are written as Parquet strings, with no Arrow schema stored."""
     if statistics is None:
         statistics = [c for c in data.column_names if c not in UNPRUNED_TEXT]
     if any(pa.types.is_string_view(f.type) for f in data.schema):

@@ -67,28 +67,36 @@ def _weighted_body(code, table):  # type: ignore[no-untyped-def]
     return total, last
 
 
+@njit(inline="always")
+def _mod11_digit(total):  # type: ignore[no-untyped-def]
+    """SPEC §2.1, §2.2: r = Σ wi·di mod 11; check digit 0 if r <= 1 else 11 - r."""
+    r = total % np.uint64(11)
+    return np.uint64(0) if r <= np.uint64(1) else np.uint64(11) - r
+
+
+@njit(inline="always")
+def _municipality_digit(total):  # type: ignore[no-untyped-def]
+    """SPEC §2.3: D = (11 - S mod 11) mod 10."""
+    return (np.uint64(11) - total % np.uint64(11)) % np.uint64(10)
+
+
 @njit(cache=True, nogil=True, parallel=True)
 def _bad_mod11(codes, table):  # type: ignore[no-untyped-def]
-    """SPEC §2.1, §2.2: r = Σ wi·di mod 11; check digit 0 if r <= 1 else 11 - r."""
     out = np.empty(codes.shape[0], np.bool_)
     for i in prange(codes.shape[0]):
         c = codes[i]
         total, last = _weighted_body(np.uint64(max(c, 0)), table)
-        r = total % np.uint64(11)
-        expected = np.uint64(0) if r <= np.uint64(1) else np.uint64(11) - r
-        out[i] = ((last != expected) & (c >= 0)) | (c == MALFORMED)  # branch-free
+        out[i] = ((last != _mod11_digit(total)) & (c >= 0)) | (c == MALFORMED)  # branch-free
     return out
 
 
 @njit(cache=True, nogil=True, parallel=True)
 def _bad_municipality(codes, table):  # type: ignore[no-untyped-def]
-    """SPEC §2.3: D = (11 - S mod 11) mod 10."""
     out = np.empty(codes.shape[0], np.bool_)
     for i in prange(codes.shape[0]):
         c = codes[i]
         total, last = _weighted_body(np.uint64(max(c, 0)), table)
-        expected = (np.uint64(11) - total % np.uint64(11)) % np.uint64(10)
-        out[i] = ((last != expected) & (c >= 0)) | (c == MALFORMED)
+        out[i] = ((last != _municipality_digit(total)) & (c >= 0)) | (c == MALFORMED)
     return out
 
 
@@ -98,11 +106,7 @@ def _expected(codes, table, municipality):  # type: ignore[no-untyped-def]
     out = np.empty(codes.shape[0], np.int64)
     for i in prange(codes.shape[0]):
         total, _ = _weighted_body(np.uint64(max(codes[i], 0)), table)
-        if municipality:
-            out[i] = (np.uint64(11) - total % np.uint64(11)) % np.uint64(10)
-        else:
-            r = total % np.uint64(11)
-            out[i] = 0 if r <= np.uint64(1) else np.uint64(11) - r
+        out[i] = _municipality_digit(total) if municipality else _mod11_digit(total)
     return out
 
 
