@@ -14,6 +14,7 @@ import os
 import tempfile
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import hypothesis.strategies as st
 import pytest
@@ -31,6 +32,7 @@ from builders import (
 from hypothesis import HealthCheck, Phase, given, settings
 from oracle import REASONS, FileResult, Oracle, Person, my_number_valid, resident_code_valid
 
+from engine import validate
 from engine.current import scan_current
 from engine.store import Store
 from loaders.ingest import ingest_files
@@ -425,6 +427,22 @@ def test_ingest_agrees_with_the_oracle_row_by_row(
         check_against_oracle(got, expected, story)
         check_rejects_files(paths, expected, Path(tmp) / "rejects", story)
         check_current(store, oracle, story)
+
+
+@settings(PROPERTY, max_examples=8)
+@given(stream=streams())
+def test_the_row_rules_agree_with_the_oracle_when_check_digits_run_in_the_kernel(
+    stream: tuple[list[list[dict[str, Any]]], list[int]],
+) -> None:
+    """Large groups check digits in the numba kernel (validate.KERNEL_ROWS); here every group
+    does, and the rejects (check-digit ones included) are still the oracle's."""
+    files, calls = stream
+    with tempfile.TemporaryDirectory() as tmp, mock.patch.object(validate, "KERNEL_ROWS", 0):
+        paths = write_files(Path(tmp), files)
+        story = describe(paths, files, calls)
+        expected = oracle_run(Oracle(), paths, files)
+        got = ingest_in_calls(Store(Path(tmp) / "store"), paths, calls, Path(tmp) / "rejects")
+        check_against_oracle(got, expected, story)
 
 
 @PROPERTY
