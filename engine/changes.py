@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import polars as pl
 
 from engine.access import Grant, in_scope, provided_columns, withhold
+from engine.current import Generation, generations
 from engine.dates import japan_date
 from engine.history import RULE_KEYS, cancellations, chosen_rows, scan_history
 from engine.resolve import CodeColumn, batch_stamp, codes_of_persons, known_batch, parse_code_series
@@ -151,10 +152,12 @@ def hits(store: Store, window: Window, targets: pl.DataFrame, kind: CodeColumn) 
 @dataclass(frozen=True)
 class History:
     """Key columns (`RULE_KEYS`, `version`) of some persons' histories, and record columns
-    already read for some of their rows (`rows`: person, version, columns), or None."""
+    already read for some of their rows (`rows`: person, version, columns), or None; `base`:
+    the compacted base whose rows stand for the histories up to its batch (None: none did)."""
 
     keys: pl.DataFrame
     rows: pl.DataFrame | None = None
+    base: Generation | None = None
 
 
 def read_history(
@@ -165,25 +168,30 @@ def read_history(
     fetched only for the rows a read chooses (`fetch_rows`): decoding the text columns of every
     history row of ~1 M persons cost 4x the keys.
 
-    When the compacted base reflects a batch B0 ≤ `floor` (the lowest bound the history will be
+    When a compacted base reflects a batch B0 ≤ `floor` (the lowest bound the history will be
     read at), no journal row before B0 is read (a 126 M-row scan): a person's rows up to B0
     count as their base row alone (placed at B0, before every later row), which the as-of rule
     chooses exactly when the full history would choose a row up to B0 — unless the base row is
     dated after `earliest` (the earliest date it will be read for) or cancelled by a later `X1`;
-    those persons' whole histories are read from the journal. `columns` of every base row of
-    the persons are kept (`History.rows`) for `fetch_rows`.
+    those persons' whole histories are read from the journal. The base is the newest such one:
+    a store compacted since the window began starts from an older base kept on disk (Delta
+    time travel), and reads the journal rows since it. `columns` of every base row of the
+    persons are kept (`History.rows`) for `fetch_rows`.
     """
     empty = scan_history(store).select(*RULE_KEYS, "version").clear().collect()
     if persons.is_empty():  # (an empty is_in would still read every row)
         return History(empty)
-    base_batch = store.reflected_batch("current_base")
-    if floor is None or earliest is None or not 0 < base_batch <= min(floor, upto):
+    generation = None
+    if floor is not None and earliest is not None:
+        bound = min(floor, upto)
+        generation = next((g for g in generations(store) if g.batch <= bound), None)
+    if generation is None or generation.batch == 0:
         return History(_journal_keys(store, persons, upto=upto))
+    base_batch = generation.batch
     wanted = list(dict.fromkeys(["person", "version", "reason", "change_date",
                                  "municipality_code", "seq", *(columns or [])]))  # fmt: skip
-    base = (pl.scan_delta(str(store.table_path("current_base")))
-            .filter(pl.col("person").is_in(persons.implode())).select(wanted).collect()
-            .filter(pl.col("version").is_not_null()))  # fmt: skip
+    base = (generation.scan().filter(pl.col("person").is_in(persons.implode())).select(wanted)
+            .collect().filter(pl.col("version").is_not_null()))  # fmt: skip
     recent = (scan_history(store, upto_batch=upto)
               .filter((pl.col("batch") > base_batch) & pl.col("person").is_in(persons.implode()))
               .select(*RULE_KEYS, "version").collect())  # fmt: skip
@@ -204,7 +212,7 @@ def read_history(
     if not hard.is_empty():
         parts.append(_journal_keys(store, hard, upto=upto))
     keys = pl.concat([p.select(empty.columns) for p in parts], how="vertical_relaxed")
-    return History(keys, rows)
+    return History(keys, rows, generation)
 
 
 def _journal_keys(store: Store, persons: pl.Series, *, upto: int) -> pl.DataFrame:
@@ -224,19 +232,20 @@ def chosen_at(history: History, *, upto: int, date: dt.date) -> pl.DataFrame:
 
 
 def fetch_rows(
-    store: Store, wants: list[tuple[pl.DataFrame, list[str]]], *, read: pl.DataFrame | None = None
-) -> list[pl.DataFrame]:
+    store: Store, wants: list[tuple[pl.DataFrame, list[str]]], *, read: pl.DataFrame | None = None,
+    base: Generation | None = None,
+) -> list[pl.DataFrame]:  # fmt: skip
     """Per (rows, columns) asked: `person` and `columns` of the history rows named by
     (person, batch, version) in `rows`.
 
     Sources, in order (a person's versions are numbered once, so (person, version) names one
     row wherever it is kept): `read`, every base row of the persons asked for, read already
     (person, version, some columns), for the asks it has the columns of; the current delta
-    (the versions written since the base, small); the compacted base for rows up to its batch
-    (half the journal's size); the journal files of the remaining rows' batches. Each source is
-    read once for all the asks, with only the columns of the asks that need it.
+    (the versions written since the base, small); `base`, the older compacted base a history
+    started from (its rows stand at its batch), and the newest base, for rows up to their
+    batches (half the journal's size); the journal files of the remaining rows' batches. Each
+    source is read once for all the asks, with only the columns of the asks that need it.
     """
-    base_batch = store.reflected_batch("current_base")
     found: list[list[pl.DataFrame]] = [[] for _ in wants]
     left = [rows.select("person", "batch", "version") for rows, _ in wants]
 
@@ -263,9 +272,11 @@ def fetch_rows(
     # every version written to `current` since the base (the versions since, and those an X1
     # restored): small, and it holds the record of almost every version a change check shows
     take(pl.scan_delta(str(store.table_path("current_delta"))), left)
-    take(pl.scan_delta(str(store.table_path("current_base"))),
-         [rows.clear() if ok else rows.filter(pl.col("batch") <= base_batch)
-          for rows, ok in zip(left, covered, strict=True)])  # fmt: skip
+    newest = next(generations(store))
+    bases = [newest] if base is None or base.version == newest.version else [base, newest]
+    for source in bases:
+        take(source.scan(), [rows.clear() if ok else rows.filter(pl.col("batch") <= source.batch)
+                             for rows, ok in zip(left, covered, strict=True)])  # fmt: skip
     batches = pl.concat([rows["batch"] for rows in left]).unique()
     if len(batches):
         take(scan_history(store).filter(pl.col("batch").is_between(batches.min(), batches.max())
@@ -295,7 +306,7 @@ def versions_at(
     afters = list(befores)
     wants = [(now, columns),
              *[(chosen_at(history, upto=a, date=befores[a]), list(PREVIOUS)) for a in afters]]  # fmt: skip
-    record, *previous = fetch_rows(store, wants, read=history.rows)
+    record, *previous = fetch_rows(store, wants, read=history.rows, base=history.base)
     renamed = [pl.col(c).alias(f"previous_{c}") for c in PREVIOUS]
     return record, {a: rows.select("person", *renamed) for a, rows in zip(afters, previous, strict=True)}
 

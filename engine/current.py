@@ -6,11 +6,16 @@ Readers take the newest delta row per person and the base for everyone else; a d
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import datetime as dt
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote, urlparse
 
 import polars as pl
+from deltalake import DeltaTable
 
-from engine.store import Store
+from engine.store import APP_ID, Store
 
 ORDER = ["written_batch", "written_order"]
 
@@ -72,3 +77,67 @@ def in_range(person_range: tuple[int, int]) -> pl.Expr:
     """low ≤ person < high."""
     low, high = person_range
     return pl.col("person").is_between(low, high, closed="left")
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One compacted base: a version of `current_base` (every person's current row as of the
+    journal batch `batch`), and per file its statistics (`low`/`high` person, `latest`
+    change_date; null when unknown). Compaction commits a new generation and leaves the files
+    of the older ones on disk, where Delta time travel reads them (until someone vacuums)."""
+
+    table: DeltaTable
+    batch: int
+    files: pl.DataFrame
+
+    @property
+    def version(self) -> int:
+        return int(self.table.version())
+
+    def latest(self) -> dt.date | None:
+        """The latest change_date of any row (None: not known from the statistics)."""
+        if self.files.is_empty():
+            return dt.date.min
+        if self.files["latest"].null_count():
+            return None
+        return self.files["latest"].max()  # type: ignore[return-value]
+
+    def on_disk(self) -> bool:
+        return all(Path(_local(uri)).exists() for uri in self.table.file_uris())
+
+    def scan(self) -> pl.LazyFrame:
+        return pl.scan_delta(self.table)
+
+
+def _local(uri: str) -> str:
+    return unquote(urlparse(uri).path) if uri.startswith("file:") else uri
+
+
+def _generation(table: DeltaTable) -> Generation:
+    actions = pl.DataFrame(table.get_add_actions(flatten=True))
+    stats = {"min.person": "low", "max.person": "high", "max.change_date": "latest"}
+    if actions.is_empty():
+        files = pl.DataFrame(schema={"low": pl.Int64, "high": pl.Int64, "latest": pl.Date})
+    elif set(stats) <= set(actions.columns):
+        files = actions.select([pl.col(c).alias(n) for c, n in stats.items()])
+    else:  # no statistics: every file may hold anything
+        files = pl.DataFrame({"low": [0], "high": [2**62], "latest": [None]},
+                             schema={"low": pl.Int64, "high": pl.Int64, "latest": pl.Date})  # fmt: skip
+    batch = table.transaction_version(APP_ID)
+    return Generation(table, 0 if batch is None else int(batch), files)
+
+
+def generations(store: Store) -> Iterator[Generation]:
+    """The compacted bases, newest (the current one) first, while their files are on disk."""
+    path = str(store.table_path("current_base"))
+    table = DeltaTable(path)
+    newer = _generation(table)
+    yield newer
+    for version in range(table.version() - 1, -1, -1):
+        older = _generation(DeltaTable(path, version=version))
+        if older.batch == newer.batch:  # not a compaction (e.g. a vacuum's commits)
+            continue
+        if not older.on_disk():
+            return
+        yield older
+        newer = older

@@ -15,8 +15,15 @@ person, its record columns only for rows the caller's `prefilter` keeps) and:
 - only persons whose base row is dated after D or cancelled by a recent `X1` need their whole
   history, read from the journal (none after a fresh compaction and a recent D).
 
-When the bound is before B0 the base is too new to start from, and the slice takes the journal
-path of `history.as_of`.
+The base need not be the newest one (`pick_generation`): compaction leaves the older bases on
+disk, and for a date before the newest base was compacted (the usual emergency-benefit
+extract: a base date a few weeks back), every person changed since would be "late" with a base
+row dated after D — a journal read of all their histories (16.6 s of a 125 M region/age
+extract). Starting from an older base dated ≤ D instead, those persons take their version from
+the rows since it (a month or so) or from its row; the current delta then does not cover the
+rows since that base, so every person with such rows is read as late. With a bound before the
+newest base, an older base at or before the bound serves the same way; without one, the slice
+takes the journal path of `history.as_of`.
 """
 
 from __future__ import annotations
@@ -26,8 +33,9 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from engine.current import in_range, newest_delta
+from engine.current import Generation, generations, in_range, newest_delta
 from engine.history import as_of, cancellations, effective_on, scan_history
+from engine.schema import CURRENT_SCHEMA
 from engine.store import Store
 
 KEYS = ["person", "version", "change_date", "municipality_code", "seq"]
@@ -43,16 +51,29 @@ class SliceReader:
     columns: list[str]  # the record columns asked for (`person` first)
     upto_batch: int | None
     newest: pl.DataFrame  # the delta's newest row per person (tombstones included)
-    recent: pl.DataFrame | None  # rows base_batch < batch ≤ bound; None: bound before the base
+    recent: pl.DataFrame | None  # rows base_batch < batch ≤ bound, by person; None: bound before base
     after_bound: pl.Series  # persons with rows after the bound (empty without one)
-    base_files: pl.DataFrame  # per base file: min/max person, max change_date (its statistics)
+    base: Generation  # the compacted base the read starts from
+    newest_version: int  # the version of the (newest) base the current delta is kept against
     date: dt.date | None = None  # the date `corrected` was read for
     corrected: pl.DataFrame | None = None  # versions on `date` of persons read from the journal
+
+    @property
+    def newest_covers_recent(self) -> bool:
+        """Whether `newest` holds the current row of every person with `recent` rows (true for
+        the newest base, whose rows since are exactly the current delta's)."""
+        return self.base.version == self.newest_version
+
+    def recent_in(self, person_range: tuple[int, int]) -> pl.DataFrame:
+        """The recent rows of persons in the range (a zero-copy slice: sorted by person)."""
+        assert self.recent is not None
+        low, high = self.recent["person"].search_sorted(pl.Series(person_range), side="left")
+        return self.recent.slice(low, high - low)
 
     def base_dated_by(self, person_range: tuple[int, int]) -> dt.date | None:
         """The latest change_date of the base files that may hold the range (None: unknown)."""
         low, high = person_range
-        files = self.base_files.filter((pl.col("low") < high) & (pl.col("high") >= low))
+        files = self.base.files.filter((pl.col("low") < high) & (pl.col("high") >= low))
         if files.is_empty():
             return dt.date.min
         if files["latest"].null_count():
@@ -62,6 +83,46 @@ class SliceReader:
 
 # Persons read from the journal in one scan for all slices at most (more: slice by slice).
 GLOBAL_CORRECTIONS = 5_000_000
+# An older base is started from only while the journal rows since it (read into memory with
+# the asked columns, ~200 bytes each) number at most this many: ~6 months of national changes.
+RECENT_ROWS = 10_000_000
+
+
+def _journal_rows_after(store: Store, batch: int) -> int:
+    """The journal rows in batches after `batch`, by the files' statistics (an upper bound)."""
+    actions = pl.DataFrame(store.delta("journal").get_add_actions(flatten=True))
+    if actions.is_empty() or "max.batch" not in actions.columns:
+        return 0 if actions.is_empty() else 2**62
+    return int(actions.filter(pl.col("max.batch") > batch)["num_records"].sum())
+
+
+def pick_generation(store: Store, *, upto_batch: int | None, date: dt.date | None) -> Generation:
+    """The compacted base an as-of read on `date` known at `upto_batch` starts from.
+
+    The newest base, unless it is too new: compacted after the bound, or holding rows dated
+    after `date` (every person changed since would be read from the journal). Then the newest
+    older base still on disk that is at or before the bound and dated ≤ `date` (else merely at
+    or before the bound), while the journal rows since it stay few (`RECENT_ROWS`); when none
+    serves, the newest base (the journal path).
+    """
+    found = generations(store)
+    newest = next(found)
+    bounded = upto_batch is None or upto_batch >= newest.batch
+    latest = newest.latest()
+    if bounded and (date is None or (latest is not None and latest <= date)):
+        return newest
+    fallback = None
+    for older in found:
+        if _journal_rows_after(store, older.batch) > RECENT_ROWS:
+            break
+        if upto_batch is not None and older.batch > upto_batch:
+            continue
+        latest = older.latest()
+        if date is None or (latest is not None and latest <= date):
+            return older
+        if not bounded and fallback is None:
+            fallback = older
+    return fallback or newest
 
 
 def slice_reader(
@@ -71,38 +132,43 @@ def slice_reader(
     also the versions on it of every person whose base row may not serve (dated after it, or
     with a recent X1), in ONE journal scan instead of one per slice."""
     wanted = list(dict.fromkeys(["person", *columns]))
-    newest = newest_delta(store, [*wanted, *KEYS])
-    base_batch = store.reflected_batch("current_base")
+    base = pick_generation(store, upto_batch=upto_batch, date=date)
+    current = store.delta("current_base").version()
+    if base.version == current:
+        newest = newest_delta(store, [*wanted, *KEYS])
+    else:  # the delta is kept against the newest base: persons with rows since `base` are late
+        newest = pl.from_arrow(CURRENT_SCHEMA.empty_table()).select(  # type: ignore[union-attr]
+            list(dict.fromkeys(["person", "version", *wanted, *KEYS])))
+    assert isinstance(newest, pl.DataFrame)
     recent = None
-    if upto_batch is None or upto_batch >= base_batch:
-        rows = scan_history(store, upto_batch=upto_batch).filter(pl.col("batch") > base_batch)
-        recent = rows.select(list(dict.fromkeys([*RECENT_KEYS, *wanted]))).collect()
+    if upto_batch is None or upto_batch >= base.batch:
+        rows = scan_history(store, upto_batch=upto_batch).filter(pl.col("batch") > base.batch)
+        # sorted by person (application order kept within each): a slice's rows are a range
+        recent = (rows.select(list(dict.fromkeys([*RECENT_KEYS, *wanted])))
+                  .sort("person", maintain_order=True).collect())  # fmt: skip
     after = pl.Series("person", [], pl.Int64)
     if upto_batch is not None:
         after = (scan_history(store).filter(pl.col("batch") > upto_batch).select("person")
                  .unique().collect()["person"])  # fmt: skip
-    actions = pl.DataFrame(store.delta("current_base").get_add_actions(flatten=True))
-    stats = {"min.person": "low", "max.person": "high", "max.change_date": "latest"}
-    if set(stats) <= set(actions.columns):
-        files = actions.select([pl.col(c).alias(n) for c, n in stats.items()])
-    else:  # no statistics: every file may hold anything
-        files = pl.DataFrame({"low": [0], "high": [2**62], "latest": [None]},
-                             schema={"low": pl.Int64, "high": pl.Int64, "latest": pl.Date})  # fmt: skip
-    reader = SliceReader(wanted, upto_batch, newest, recent, after, files)
+    reader = SliceReader(wanted, upto_batch, newest, recent, after, base, current)
     if date is None or recent is None:
         return reader
-    latest = files["latest"].max()
-    suspects = [recent.filter(pl.col("reason") == "X1").select("person")]
-    if latest is None or latest > date:  # type: ignore[operator]
-        suspects.append(pl.scan_delta(str(store.table_path("current_base")))
-                        .filter(pl.col("change_date") > date).select("person").collect())  # fmt: skip
+    latest = base.latest()
+    # an X1 of a row since the base is settled among those rows: only one that cancels an older
+    # row (perhaps the base's) sends its person to the journal
+    x1 = recent.filter(pl.col("reason") == "X1")
+    suspects = [x1.join(recent, left_on=["cancels_municipality_code", "cancels_seq"],
+                        right_on=["municipality_code", "seq"], how="anti").select("person")]  # fmt: skip
+    if latest is None or latest > date:
+        suspects.append(base.scan().filter(pl.col("change_date") > date).select("person")
+                        .collect())  # fmt: skip
     persons = pl.concat(suspects)["person"].unique()
     if persons.is_empty() or len(persons) > GLOBAL_CORRECTIONS:
         return reader
     history = scan_history(store, upto_batch=upto_batch).filter(
         pl.col("person").is_in(persons.implode()))  # fmt: skip
     corrected = effective_on(history, date, wanted).collect()
-    return SliceReader(wanted, upto_batch, newest, recent, after, files, date, corrected)
+    return SliceReader(wanted, upto_batch, newest, recent, after, base, current, date, corrected)
 
 
 def versions_on(
@@ -123,19 +189,28 @@ def versions_on(
         return (as_of(store, date=date, upto_batch=reader.upto_batch, columns=wanted,
                       person_range=person_range, newest=reader.newest)
                 .filter(keep).collect())  # fmt: skip
-    base = pl.scan_delta(str(store.table_path("current_base"))).filter(mine)
+    base = reader.base.scan().filter(mine)
     full = base.filter(keep).select(wanted).collect()
     newest = reader.newest.filter(mine)
+    # persons with rows since an older base than the delta's: their current row is not known here
+    since = (reader.recent_in(person_range).select("person") if not reader.newest_covers_recent
+             else pl.DataFrame(schema={"person": pl.Int64}))  # fmt: skip
     latest = reader.base_dated_by(person_range)
-    if newest.is_empty() and reader.after_bound.is_empty() and latest is not None and latest <= date:
+    undated = latest is not None and latest <= date  # no base row is dated after D (statistics)
+    if newest.is_empty() and since.is_empty() and reader.after_bound.is_empty() and undated:
         return full  # a compacted store read for a recent date (by the files' statistics)
-    dated = base.select(DATED).collect()
-    # the current version per person: the delta's newest row, else the base's
-    current = pl.concat([dated.join(newest.select("person"), on="person", how="anti"),
-                         newest.select(DATED)]).filter(pl.col("version").is_not_null())  # fmt: skip
+    # the current version per person: the delta's newest row, else the base's (which is dated
+    # after D only if the files' statistics allow it)
+    current = newest.select(DATED)
+    if not undated:
+        dated = base.select(DATED).collect()
+        current = pl.concat([dated.join(newest.select("person"), on="person", how="anti"),
+                             current])  # fmt: skip
     late = pl.concat([
-        current.filter(pl.col("change_date") > date).select("person"),
+        current.filter(pl.col("version").is_not_null() & (pl.col("change_date") > date))
+        .select("person"),
         reader.after_bound.to_frame().filter(mine),
+        since,
     ]).unique()  # fmt: skip
     # filters, not joins: one pass over the slice's rows, order kept, columns copied once
     late_set = late["person"].implode()
@@ -147,17 +222,24 @@ def versions_on(
     ])  # fmt: skip
     if late.is_empty():
         return settled
-    recent = reader.recent.filter(mine).join(late, on="person", how="semi").lazy()
-    cancels = cancellations(recent).collect()
+    recent = reader.recent_in(person_range).join(late, on="person", how="semi")
+    # an X1 of a row since the base is settled among those rows; only one of an older row
+    # (perhaps the base's) can cancel a base row
+    cancels = cancellations(recent.lazy()).collect().join(
+        recent.select("municipality_code", "seq"), on=["municipality_code", "seq"], how="anti")  # fmt: skip
     # the as-of rule over the rows since the base alone (an X1 of an older row matches none)
-    candidates = effective_on(recent, date, wanted).collect()
+    candidates = effective_on(recent.lazy(), date, wanted).collect()
     rest = late.join(candidates.select("person"), on="person", how="anti")
-    base_rows = (base.filter(pl.col("person").is_in(rest["person"].implode())).select(KEYS)
-                 .collect().filter(pl.col("version").is_not_null()))  # fmt: skip
-    usable = base_rows.filter(pl.col("change_date") <= date).join(
-        cancels, on=["municipality_code", "seq"], how="anti")  # fmt: skip
-    from_base = full.filter(pl.col("person").is_in(usable["person"].implode()))
-    hard = base_rows.join(usable.select("person"), on="person", how="anti")["person"]
+    if undated and cancels.is_empty():  # every base row serves: no base read needed
+        from_base = full.filter(pl.col("person").is_in(rest["person"].implode()))
+        hard = pl.Series("person", [], pl.Int64)
+    else:
+        base_rows = (base.filter(pl.col("person").is_in(rest["person"].implode())).select(KEYS)
+                     .collect().filter(pl.col("version").is_not_null()))  # fmt: skip
+        usable = base_rows.filter(pl.col("change_date") <= date).join(
+            cancels, on=["municipality_code", "seq"], how="anti")  # fmt: skip
+        from_base = full.filter(pl.col("person").is_in(usable["person"].implode()))
+        hard = base_rows.join(usable.select("person"), on="person", how="anti")["person"]
     parts = [settled, candidates.filter(keep), from_base]
     if not hard.is_empty() and reader.corrected is not None and reader.date == date:
         parts.append(reader.corrected.filter(mine & pl.col("person").is_in(hard.implode()))

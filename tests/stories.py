@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+from collections.abc import Collection
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
@@ -33,6 +34,7 @@ from builders import (
     row,
     write_csv,
 )
+from deltalake import DeltaTable
 
 from engine.ingest import IngestSession
 from engine.store import Store
@@ -195,18 +197,24 @@ def ingest_at(store: Store, path: Path, when: dt.datetime) -> None:
 
 
 def ingest_story(
-    store: Store, story: Story, directory: Path, *, compact_after: int | None = None
-) -> None:
-    """Ingest the story's batches; `compact_after` i compacts `current` after the i-th (from 1),
-    so that later reads start from a base that reflects part of the history."""
+    store: Store, story: Story, directory: Path, *,
+    compact_after: int | Collection[int] | None = None, vacuum: bool = False,
+) -> None:  # fmt: skip
+    """Ingest the story's batches; `compact_after` i (or each of several) compacts `current`
+    after the i-th (from 1), so that later reads start from a base that reflects part of the
+    history (or from an older base, kept on disk; `vacuum` removes the older bases' files)."""
     from engine.derived import compact
 
+    after = {compact_after} if isinstance(compact_after, int) else set(compact_after or ())
     directory.mkdir(parents=True, exist_ok=True)
     for i, (stamp, batch) in enumerate(zip(story.stamps, story.batches, strict=True)):
         path = write_csv(directory / f"batch{i + 1}.csv", batch)
         ingest_at(store, path, stamp)
-        if compact_after == i + 1:
+        if i + 1 in after:
             compact(store)
+    if vacuum:
+        DeltaTable(str(store.table_path("current_base"))).vacuum(
+            retention_hours=0, enforce_retention_duration=False, dry_run=False)  # fmt: skip
 
 
 def property_settings(max_examples: int) -> Any:

@@ -42,10 +42,12 @@ SECOND = dt.timedelta(seconds=1)
 def test_changes_agree_with_the_oracle(story: Story, data: st.DataObject) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         store = Store(Path(tmp) / "store")
-        # a base compacted part-way: the chosen versions are read from it when it holds them,
-        # else from the journal (engine/changes.py fetch_rows)
-        compacted = data.draw(st.sampled_from([None, *range(1, len(story.batches) + 1)]))
-        ingest_story(store, story, Path(tmp) / "files", compact_after=compacted)
+        # bases compacted part-way (none, one or several): a history starts from the newest one
+        # before the window (an older one kept on disk, unless vacuumed) and the chosen versions
+        # are read from the bases when they hold them, else from the journal (fetch_rows)
+        compacted = data.draw(st.sets(st.integers(1, len(story.batches)), max_size=3))
+        vacuumed = data.draw(st.booleans())
+        ingest_story(store, story, Path(tmp) / "files", compact_after=compacted, vacuum=vacuumed)
         load(store, Path(tmp))
         history = History(store)
         instants = sorted({*story.stamps, *(s - SECOND for s in story.stamps),
@@ -65,7 +67,8 @@ def test_changes_agree_with_the_oracle(story: Story, data: st.DataObject) -> Non
             expected = oracle_changes(history, kind, codes, since=since, until=until,
                                       columns=list(grant.columns), prefecture=grant.prefecture,
                                       protected_access=grant.protected_access)  # fmt: skip
-            context = f"{agency}/{affair} {kind} ({since}, {until}]\n{story.describe()}"
+            context = (f"{agency}/{affair} {kind} ({since}, {until}] compacted after "
+                       f"{sorted(compacted)}, vacuumed {vacuumed}\n{story.describe()}")  # fmt: skip
             assert got.to_dicts() == expected, context
             assert provided.height == len(expected), context
 
