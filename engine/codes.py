@@ -102,6 +102,13 @@ def format_codes(codes: np.ndarray, kind: CodeKind) -> list[str]:
     return [f"{int(c):0{w}d}" for c in codes]
 
 
+def digits_text(values: np.ndarray, width: int) -> np.ndarray:
+    """The zero-padded decimal text of each value, `width` ASCII bytes per value, end to end
+    (NumPy; `engine.code_kernels.format_codes` is its numba twin for large arrays)."""
+    powers = 10 ** np.arange(width - 1, -1, -1, dtype=np.int64)
+    return ((values[:, None] // powers[None, :]) % 10 + 48).astype(np.uint8).ravel()
+
+
 def check_digit_expr(code: pl.Expr, kind: CodeKind) -> pl.Expr:
     """Polars expression: the check digit an int64 full code should end with (SPEC §2)."""
     import polars as pl

@@ -38,16 +38,25 @@ def scan_history(store: Store, *, upto_batch: int | None = None) -> pl.LazyFrame
 def effective_on(
     history: pl.LazyFrame, date: dt.date, columns: list[str] = VERSION_COLUMNS
 ) -> pl.LazyFrame:
-    """Per person in `history` the version in effect on `date` (persons without one are absent).
+    """Per person in `history` the version in effect on `date` (persons without one are absent),
+    in the order of `history`'s rows.
 
     `history` must hold whole histories (every known row of each of its persons): an X1 cancels
     the row whose (municipality_code, seq) it names, which is a version of the same person.
-    The rule runs on the key columns alone; the chosen rows are then gathered once (sorting
-    and grouping every record column was 3.5x slower for a month's 2.6 M history rows).
+    The rule of `chosen_rows` as filters: a row is chosen when it is the last in application
+    order (batch, then apply_order) of its person's rows that count, with no sort or grouping of
+    the record columns (a month's 1.6 M rows: 0.07 s; gathering rows chosen on the keys, 0.2 s).
     """
-    rows = history.with_row_index("_row").collect()
-    chosen = chosen_rows(rows.select(*RULE_KEYS, "_row").lazy(), date).select("_row").collect()
-    return rows[chosen["_row"].sort()].select(columns).lazy()
+    rows = history.collect()
+    applied = pl.col("batch") * 2**32 + pl.col("apply_order")  # apply_order < 2**31
+    return (
+        rows.lazy()
+        .filter((pl.col("reason") != "X1") & (pl.col("change_date") <= date))
+        .join(cancellations(rows.lazy()), on=["municipality_code", "seq"], how="anti",
+              maintain_order="left")
+        .filter(applied == applied.max().over("person"))
+        .select(columns)
+    )  # fmt: skip
 
 
 def chosen_rows(keys: pl.LazyFrame, date: dt.date) -> pl.LazyFrame:

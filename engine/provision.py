@@ -234,6 +234,11 @@ _BUCKET_SHIFT = _CODE_BITS + _INDEX_BITS
 _RECORD_ROWS_PER_GROUP = 65_536  # row groups a self-check skips by resident_code statistics
 
 
+# From this many records a request's codes are formatted by the numba kernel; below, by NumPy:
+# the kernel's first load (~0.35 s with numba's import) was most of a 3 M-record commit.
+FORMAT_KERNEL_ROWS = 5_000_000
+
+
 class ProvisionBatch:
     """The provision records of one request, gathered compactly while its output streams (a
     national extract provides 125 M rows) and written bucket by bucket, each bucket-year file
@@ -302,7 +307,7 @@ class ProvisionBatch:
                 return None
             codes = (keys >> _INDEX_BITS) & ((1 << _CODE_BITS) - 1)
             table = _record_table(codes, keys & ((1 << _INDEX_BITS) - 1), names, micros,
-                                  constants)  # fmt: skip
+                                  constants, kernel=total >= FORMAT_KERNEL_ROWS)  # fmt: skip
             present = np.bincount(keys & 0xFF, minlength=len(names)) > 0
             used = sorted(n for n, p in zip(names, present, strict=False) if p)
             bounds_table = pa.table({  # the first and last values: the file's statistics
@@ -324,10 +329,15 @@ class ProvisionBatch:
 
 
 def _record_table(
-    codes: np.ndarray, index: np.ndarray, names: list[str], micros: int, constants: dict[str, str]
-) -> pa.Table:
-    """The records of one bucket as Arrow: codes as 11-digit text, constants as dictionaries."""
-    from engine.code_kernels import format_codes
+    codes: np.ndarray, index: np.ndarray, names: list[str], micros: int, constants: dict[str, str],
+    *, kernel: bool,
+) -> pa.Table:  # fmt: skip
+    """The records of one bucket as Arrow: codes as 11-digit text (by the numba kernel when
+    `kernel`, else NumPy), constants as dictionaries."""
+    if kernel:
+        from engine.code_kernels import format_codes
+    else:
+        from engine.codes import digits_text as format_codes
 
     n = len(codes)
     text = pa.StringArray.from_buffers(

@@ -28,6 +28,7 @@ takes the journal path of `history.as_of`.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from dataclasses import dataclass
 
@@ -55,8 +56,11 @@ class SliceReader:
     after_bound: pl.Series  # persons with rows after the bound (empty without one)
     base: Generation  # the compacted base the read starts from
     newest_version: int  # the version of the (newest) base the current delta is kept against
-    date: dt.date | None = None  # the date `corrected` was read for
+    date: dt.date | None = None  # the date `chosen` and `corrected` were read for
     corrected: pl.DataFrame | None = None  # versions on `date` of persons read from the journal
+    chosen: pl.DataFrame | None = None  # the as-of rule on `date` over `recent` alone, by person
+    older_cancels: pl.DataFrame | None = None  # (municipality_code, seq) of rows before the base
+    # that recent X1s cancel (with `recent`)
 
     @property
     def newest_covers_recent(self) -> bool:
@@ -64,11 +68,13 @@ class SliceReader:
         the newest base, whose rows since are exactly the current delta's)."""
         return self.base.version == self.newest_version
 
-    def recent_in(self, person_range: tuple[int, int]) -> pl.DataFrame:
-        """The recent rows of persons in the range (a zero-copy slice: sorted by person)."""
-        assert self.recent is not None
-        low, high = self.recent["person"].search_sorted(pl.Series(person_range), side="left")
-        return self.recent.slice(low, high - low)
+    def recent_in(self, person_range: tuple[int, int], rows: pl.DataFrame | None = None
+                  ) -> pl.DataFrame:  # fmt: skip
+        """The rows (default: recent) of persons in the range (a zero-copy slice: by person)."""
+        rows = self.recent if rows is None else rows
+        assert rows is not None
+        low, high = rows["person"].search_sorted(pl.Series(person_range), side="left")
+        return rows.slice(low, high - low)
 
     def base_dated_by(self, person_range: tuple[int, int]) -> dt.date | None:
         """The latest change_date of the base files that may hold the range (None: unknown)."""
@@ -151,14 +157,21 @@ def slice_reader(
         after = (scan_history(store).filter(pl.col("batch") > upto_batch).select("person")
                  .unique().collect()["person"])  # fmt: skip
     reader = SliceReader(wanted, upto_batch, newest, recent, after, base, current)
-    if date is None or recent is None:
+    if recent is None:
         return reader
-    latest = base.latest()
-    # an X1 of a row since the base is settled among those rows: only one that cancels an older
-    # row (perhaps the base's) sends its person to the journal
+    # An X1 of a row since the base is settled among those rows: only one that cancels an older
+    # row (perhaps the base's) can cancel a base row and send its person to the journal.
     x1 = recent.filter(pl.col("reason") == "X1")
-    suspects = [x1.join(recent, left_on=["cancels_municipality_code", "cancels_seq"],
-                        right_on=["municipality_code", "seq"], how="anti").select("person")]  # fmt: skip
+    older = x1.join(recent, left_on=["cancels_municipality_code", "cancels_seq"],
+                    right_on=["municipality_code", "seq"], how="anti")  # fmt: skip
+    reader = dataclasses.replace(reader, older_cancels=cancellations(older.lazy()).collect())
+    if date is None:
+        return reader
+    # the as-of rule over the rows since the base, for every person at once (by person)
+    chosen = effective_on(recent.lazy(), date, wanted).collect()
+    reader = dataclasses.replace(reader, date=date, chosen=chosen)
+    suspects = [older.select("person")]
+    latest = base.latest()
     if latest is None or latest > date:
         suspects.append(base.scan().filter(pl.col("change_date") > date).select("person")
                         .collect())  # fmt: skip
@@ -168,7 +181,7 @@ def slice_reader(
     history = scan_history(store, upto_batch=upto_batch).filter(
         pl.col("person").is_in(persons.implode()))  # fmt: skip
     corrected = effective_on(history, date, wanted).collect()
-    return SliceReader(wanted, upto_batch, newest, recent, after, base, current, date, corrected)
+    return dataclasses.replace(reader, corrected=corrected)
 
 
 def versions_on(
@@ -222,13 +235,14 @@ def versions_on(
     ])  # fmt: skip
     if late.is_empty():
         return settled
-    recent = reader.recent_in(person_range).join(late, on="person", how="semi")
-    # an X1 of a row since the base is settled among those rows; only one of an older row
-    # (perhaps the base's) can cancel a base row
-    cancels = cancellations(recent.lazy()).collect().join(
-        recent.select("municipality_code", "seq"), on=["municipality_code", "seq"], how="anti")  # fmt: skip
-    # the as-of rule over the rows since the base alone (an X1 of an older row matches none)
-    candidates = effective_on(recent.lazy(), date, wanted).collect()
+    # the as-of rule over the rows since the base alone (an X1 of an older row matches none),
+    # for the late persons; it is read for every person at once when the reader knows the date
+    chosen = (reader.recent_in(person_range, reader.chosen)
+              if reader.chosen is not None and reader.date == date
+              else effective_on(reader.recent_in(person_range).lazy(), date, wanted).collect())  # fmt: skip
+    candidates = chosen.join(late, on="person", how="semi")
+    cancels = reader.older_cancels
+    assert cancels is not None
     rest = late.join(candidates.select("person"), on="person", how="anti")
     if undated and cancels.is_empty():  # every base row serves: no base read needed
         from_base = full.filter(pl.col("person").is_in(rest["person"].implode()))

@@ -15,6 +15,7 @@ from builders import CHIYODA, Municipality, my_number, person, resident_code, ro
 from deltalake import DeltaTable
 from stories import ingest_at
 
+from engine import provision
 from engine.access import authorize
 from engine.provision import FIELDS, audit_self, bucket_of, record_provisions
 from engine.store import Store
@@ -48,9 +49,12 @@ def lookups(store: Store, tmp_path: Path, days: list[dt.date]) -> list[str]:
     return ids
 
 
+@pytest.mark.parametrize("kernel", [False, True], ids=["numpy-codes", "kernel-codes"])
 def test_self_check_lists_the_records_of_every_code_held_newest_first(
-    renamed: Store, tmp_path: Path
+    renamed: Store, tmp_path: Path, kernel: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # the records' codes are formatted by NumPy, or by the numba kernel from FORMAT_KERNEL_ROWS
+    monkeypatch.setattr(provision, "FORMAT_KERNEL_ROWS", 0 if kernel else 10**9)
     ids = lookups(renamed, tmp_path, [dt.date(2024, 2, 1), dt.date(2024, 4, 1)])
     page = audit_self(renamed, my_number(1))
     assert [(r["request_id"], r["resident_code"]) for r in page.records] == [
