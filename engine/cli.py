@@ -263,19 +263,31 @@ def store_rebuild(store: StoreOpt = DEFAULT_STORE) -> int:
 
 
 @store_app.command("compact")
-def store_compact(store: StoreOpt = DEFAULT_STORE) -> int:
-    """Merge the current table's delta into its base and the journal's small files, and
-    rewrite the issued codes sorted for fast probes (a scheduled job, never inside ingest).
+def store_compact(
+    keep_bases: Annotated[int, typer.Option(
+        "--keep-bases", min=1,
+        help="Compacted bases kept on disk, the new one included: extracts and change checks "
+             "for a date before the newest base start from an older one (nightly: a month).",
+    )] = 31,
+    store: StoreOpt = DEFAULT_STORE,
+) -> int:  # fmt: skip
+    """Merge the current table's delta into its base and the journal's small files, rewrite
+    the issued codes sorted for fast probes, and delete the files of bases older than the kept
+    ones and those earlier compactions replaced (a scheduled job, never inside ingest).
 
-    Example: juki store compact --store ./juki-store
+    Example: juki store compact --keep-bases 31 --store ./juki-store
     """
     from engine.maintenance import compact
 
     s = _store(store)
     s.require()
+    before = sum(s.sizes().values())
     with s.writer("juki store compact"):
-        version = compact(s)
-    _line(f"compacted current and the journal, sorted the codes, at journal batch {version} ({store})")
+        version = compact(s, keep_bases=keep_bases)
+    after = sum(s.sizes().values())
+    _line(f"compacted current and the journal, sorted the codes, at journal batch {version}; "
+          f"store {after / 2**30:.2f} GiB ({(after - before) / 2**30:+.2f}), "
+          f"{keep_bases} base(s) kept ({store})")  # fmt: skip
     return 0
 
 

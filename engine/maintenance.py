@@ -39,10 +39,21 @@ def rebuild(store: Store) -> int:
 SMALL_FILE_BYTES = 64 * 2**20
 
 
-def compact(store: Store) -> int:
+# Compaction keeps this many compacted bases on disk by default (the newest included): as-of
+# reads for a date before the newest base start from an older one (engine/slices.py), so with a
+# nightly compaction a month of base dates reads fast. A 125 M base is ~5.2 GB.
+KEEP_BASES = 31
+# Other files a compaction replaces (the delta's, the journal's small files, the unsorted
+# codes) are deleted by the next compaction at least this long after: a reader that listed
+# them before the replacement has long finished.
+REPLACED_FILES_HOURS = 1
+
+
+def compact(store: Store, *, keep_bases: int = KEEP_BASES) -> int:
     """Merge the current delta into the base and the small files of the journal (data unchanged;
-    its commit metadata carried over), and rewrite `codes` sorted (engine/code_index.py). Run
-    under the writer lock."""
+    its commit metadata carried over), rewrite `codes` sorted (engine/code_index.py), and delete
+    the files of bases older than the `keep_bases` newest and those the previous compactions
+    replaced (`reclaim`). Run under the writer lock."""
     from deltalake import CommitProperties
 
     from engine.code_index import sort_codes
@@ -57,7 +68,32 @@ def compact(store: Store) -> int:
         post_commithook_properties=KEEP_LOG,
     )
     sort_codes(store)
+    reclaim(store, keep_bases=keep_bases)
     return head
+
+
+def reclaim(store: Store, *, keep_bases: int = KEEP_BASES) -> list[str]:
+    """Delete files no version of interest needs (Delta VACUUM): of `current_base`, those of
+    bases older than the `keep_bases` newest; of the current delta, the codes and the journal,
+    those replaced at least REPLACED_FILES_HOURS ago. The journal's data never changes (its
+    small files were merged into larger ones); its commit metadata is carried over. Returns the
+    deleted files (relative to the store). Run under the writer lock."""
+    from deltalake import CommitProperties
+
+    from engine.current import generations
+
+    kept = [g.version for _, g in zip(range(max(keep_bases, 1)), generations(store), strict=False)]
+    deleted = [f"current_base/{f}" for f in store.delta("current_base").vacuum(
+        retention_hours=0, dry_run=False, enforce_retention_duration=False, keep_versions=kept,
+        post_commithook_properties=KEEP_LOG)]  # fmt: skip
+    for name in ("current_delta", "codes", "journal"):
+        table = store.delta(name)
+        meta = deltalog.juki_metadata(table) if name == "journal" else {}
+        deleted += [f"{name}/{f}" for f in table.vacuum(
+            retention_hours=REPLACED_FILES_HOURS, dry_run=False,
+            enforce_retention_duration=False, post_commithook_properties=KEEP_LOG,
+            commit_properties=CommitProperties(custom_metadata=meta) if meta else None)]  # fmt: skip
+    return deleted
 
 
 def held_rows(store: Store) -> list[dict[str, Any]]:

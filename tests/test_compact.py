@@ -45,3 +45,47 @@ def test_compaction_in_slices_keeps_the_current_state_and_sorts_the_base(
     assert base["person"].is_sorted() and base["person"].n_unique() == base.height
     assert pl.read_delta(str(store.table_path("current_delta"))).is_empty()
     assert store.reflected_batch("current_base") == store.journal_head().batch
+
+
+def test_store_compaction_keeps_the_newest_bases_and_reclaims_replaced_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`juki store compact --keep-bases 2`, once per month: the two newest bases stay on disk
+    (an extract before the newest starts from the other), older ones and the files earlier
+    compactions replaced are deleted; the journal's rows and head never change."""
+    import datetime as dt
+
+    from engine import maintenance
+    from engine.current import generations
+    from engine.slices import pick_generation
+    from loaders.demo import month_of
+
+    monkeypatch.setattr(maintenance, "REPLACED_FILES_HOURS", 0)
+    files = sorted(generate(tmp_path / "files", residents=300, months=3, seed=9).files)
+    store = Store(tmp_path / "store")
+    months: dict[str, list[str]] = {}
+    for f in files:
+        months.setdefault(month_of(str(f)), []).append(str(f))
+    for month in sorted(months):
+        ingest_files(store, months[month])
+        head, journal = store.journal_head(), pl.read_delta(str(store.table_path("journal")))
+        state = current(store)
+        maintenance.compact(store, keep_bases=2)
+        after = store.journal_head()  # (new versions: the merge and the vacuum commits)
+        assert (after.batch, after.next_person, after.recorded_at) == (
+            head.batch, head.next_person, head.recorded_at)  # fmt: skip
+        assert pl.read_delta(str(store.table_path("journal"))).sort(
+            "batch", "apply_order").equals(journal.sort("batch", "apply_order"))  # fmt: skip
+        assert current(store).equals(state)
+    kept = list(generations(store))
+    assert len(kept) == 2 and kept[0].batch == store.journal_head().batch
+    on_disk = {p.name for p in store.table_path("current_base").glob("*.parquet")}
+    needed = {Path(u).name for g in kept for u in g.table.file_uris()}
+    assert on_disk == needed
+    for name in ("current_delta", "codes", "journal"):  # only the live files are left
+        live = {Path(u).name for u in store.delta(name).file_uris()}
+        assert {p.name for p in store.table_path(name).rglob("*.parquet")} == live, name
+    # a date in the last month but before its base: the base compacted before that month
+    last = sorted(months)[-1]
+    day = dt.date.fromisoformat(f"{last}-15")
+    assert pick_generation(store, upto_batch=None, date=day).batch == kept[1].batch
