@@ -86,6 +86,6 @@ def test_store_compaction_keeps_the_newest_bases_and_reclaims_replaced_files(
         live = {Path(u).name for u in store.delta(name).file_uris()}
         assert {p.name for p in store.table_path(name).rglob("*.parquet")} == live, name
     # a date in the last month but before its base: the base compacted before that month
-    last = sorted(months)[-1]
+    last = max(months)
     day = dt.date.fromisoformat(f"{last}-15")
     assert pick_generation(store, upto_batch=None, date=day).batch == kept[1].batch
