@@ -275,7 +275,7 @@ def fetch_rows(
     take(pl.scan_delta(str(store.table_path("current_delta"))), left)
     # An older base stands for the rows up to its batch; the rows since (in (base, newest]) are
     # then read from their journal files (a month's), not by decoding the newest base's 125 M
-    # rows for ~1 M persons (a change check after a compaction: 18.7 → s).
+    # rows for ~1 M persons (W1 on a store compacted after the window began: 18.7 → 14.3 s).
     newest = next(generations(store))
     bases = [newest] if base is None or base.version == newest.version else [base]
     for source in bases:

@@ -52,7 +52,7 @@ class SliceReader:
     columns: list[str]  # the record columns asked for (`person` first)
     upto_batch: int | None
     newest: pl.DataFrame  # the delta's newest row per person (tombstones included)
-    recent: pl.DataFrame | None  # rows base_batch < batch ≤ bound, by person; None: bound before base
+    recent: pl.DataFrame | None  # rows base < batch ≤ bound, by person; None: bound before base
     after_bound: pl.Series  # persons with rows after the bound (empty without one)
     base: Generation  # the compacted base the read starts from
     newest_version: int  # the version of the (newest) base the current delta is kept against
@@ -149,7 +149,7 @@ def slice_reader(
     recent = None
     if upto_batch is None or upto_batch >= base.batch:
         rows = scan_history(store, upto_batch=upto_batch).filter(pl.col("batch") > base.batch)
-        # sorted by person (application order kept within each): a slice's rows are a range
+        # sorted by person, so that a slice's rows are a range (`recent_in`)
         recent = (rows.select(list(dict.fromkeys([*RECENT_KEYS, *wanted])))
                   .sort("person", maintain_order=True).collect())  # fmt: skip
     after = pl.Series("person", [], pl.Int64)
