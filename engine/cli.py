@@ -285,9 +285,13 @@ def store_compact(
     with s.writer("juki store compact"):
         version = compact(s, keep_bases=keep_bases)
     after = sum(s.sizes().values())
+
+    def size(n: int) -> str:
+        return f"{n / 2**30:.2f} GiB" if abs(n) >= 2**30 else f"{n / 2**20:.1f} MiB"
+
     _line(f"compacted current and the journal, sorted the codes, at journal batch {version}; "
-          f"store {after / 2**30:.2f} GiB ({(after - before) / 2**30:+.2f}), "
-          f"{keep_bases} base(s) kept ({store})")  # fmt: skip
+          f"store {size(after)} ({'+' if after >= before else '-'}{size(abs(after - before))}), "
+          f"keeping the {keep_bases} newest bases ({store})")  # fmt: skip
     return 0
 
 
