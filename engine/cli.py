@@ -243,6 +243,16 @@ def store_info(
                       "—" if r["reflects"] is None else str(r["reflects"]), f"{r['rows']:,}",
                       str(r["files"]), f"{r['bytes'] / 2**20:,.1f}")  # fmt: skip
     out.print(table)
+    from engine.current import generations
+    from engine.dates import iso_jst
+    from engine.resolve import batch_stamp
+
+    bases = [g for g in generations(_store(store)) if g.batch > 0]
+    if bases:
+        stamp = batch_stamp(_store(store), bases[-1].batch)
+        out.print(f"compacted bases on disk: {len(bases)}, the oldest as of journal batch "
+                  f"{bases[-1].batch} ({iso_jst(stamp) if stamp else '—'}); as-of reads for "
+                  f"earlier dates read the journal (`store compact --keep-bases`)")  # fmt: skip
     return 0
 
 

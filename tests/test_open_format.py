@@ -253,8 +253,11 @@ def test_after_compaction_plain_duckdb_sees_the_removed_delta_files_gone_and_the
     codes_sql = "select kind::integer as kind, code, person from t order by 1, 2"
     codes_before = read_table(con, store / "codes", codes_sql)
 
-    run_juki("store", "compact", "--store", str(store), cwd=tmp_path)
+    compacted = run_juki("store", "compact", "--store", str(store), cwd=tmp_path)
+    assert "keeping the 31 newest bases" in compacted.stderr
     info = run_juki("store", "info", "--json", "--store", str(store), cwd=tmp_path)
+    shown = run_juki("store", "info", "--store", str(store), cwd=tmp_path).stdout
+    assert "compacted bases on disk: 1, the oldest as of journal batch" in " ".join(shown.split())
 
     # the rewritten files delta-encode their distinct columns, which DuckDB reads as Parquet
     assert encodings(con, store / "current_base", "person") >= {"DELTA_BINARY_PACKED"}
