@@ -63,14 +63,12 @@ def newest_delta(store: Store, columns: list[str]) -> pl.DataFrame:
     """The delta's newest row per person (tombstones included), with `columns` (and `person`,
     `version`), sorted by person: for `scan_current(newest=...)`."""
     wanted = list(dict.fromkeys(["person", "version", *columns]))
-    return (
-        pl.scan_delta(str(store.table_path("current_delta")))
-        .sort(ORDER)
-        .unique(subset="person", keep="last", maintain_order=False)
-        .select(wanted)
-        .sort("person")
-        .collect()
-    )
+    # read, then sorted eagerly: the same sorts inside the lazy scan took 2-3x as long
+    # (a month's 1.17 M delta rows: 1.2-1.6 s against 0.5 s)
+    rows = pl.scan_delta(str(store.table_path("current_delta"))).select(
+        list(dict.fromkeys([*wanted, *ORDER]))).collect()  # fmt: skip
+    return (rows.sort(ORDER).unique(subset="person", keep="last", maintain_order=False)
+            .select(wanted).sort("person"))  # fmt: skip
 
 
 def in_range(person_range: tuple[int, int]) -> pl.Expr:

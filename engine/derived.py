@@ -405,12 +405,14 @@ def compact(store: Store) -> int:
             .with_columns(_delta=pl.lit(name == "current_delta"))
             for name in ("current_base", "current_delta")
         ])  # fmt: skip
+        # read, then sorted eagerly: the same sort inside the lazy query took twice as long
+        # (a 125 M store's 4 M-row slice: 2.3-2.7 s against 1.2 s)
         live = (
-            rows.sort("person", "_delta", *ORDER)
+            rows.collect()
+            .sort("person", "_delta", *ORDER)
             .unique(subset="person", keep="last", maintain_order=True)
             .filter(pl.col("version").is_not_null())
             .select(names)
-            .collect()
         )
         if live.height:
             adds.append(deltalog.write_file(base_dir, deltalog.arrow_table(live, CURRENT_SCHEMA),

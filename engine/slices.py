@@ -149,9 +149,10 @@ def slice_reader(
     recent = None
     if upto_batch is None or upto_batch >= base.batch:
         rows = scan_history(store, upto_batch=upto_batch).filter(pl.col("batch") > base.batch)
-        # sorted by person, so that a slice's rows are a range (`recent_in`)
-        recent = (rows.select(list(dict.fromkeys([*RECENT_KEYS, *wanted])))
-                  .sort("person", maintain_order=True).collect())  # fmt: skip
+        # sorted by person, so that a slice's rows are a range (`recent_in`); sorted once read
+        # (sorting inside the lazy scan took 0.66 s against 0.4 s for a month's rows)
+        recent = (rows.select(list(dict.fromkeys([*RECENT_KEYS, *wanted]))).collect()
+                  .sort("person", maintain_order=True))  # fmt: skip
     after = pl.Series("person", [], pl.Int64)
     if upto_batch is not None:
         after = (scan_history(store).filter(pl.col("batch") > upto_batch).select("person")
