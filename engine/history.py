@@ -43,33 +43,26 @@ def effective_on(
 
     `history` must hold whole histories (every known row of each of its persons): an X1 cancels
     the row whose (municipality_code, seq) it names, which is a version of the same person.
-    The rule of `chosen_rows` as filters: a row is chosen when it is the last in application
-    order (batch, then apply_order) of its person's rows that count, with no sort or grouping of
-    the record columns (a month's 1.6 M rows: 0.07 s; gathering rows chosen on the keys, 0.2 s).
+    The history is read once (`chosen_rows` looks at it twice: the rows and their X1s).
     """
-    rows = history.collect()
-    applied = pl.col("batch") * 2**32 + pl.col("apply_order")  # apply_order < 2**31
-    return (
-        rows.lazy()
-        .filter((pl.col("reason") != "X1") & (pl.col("change_date") <= date))
-        .join(cancellations(rows.lazy()), on=["municipality_code", "seq"], how="anti",
-              maintain_order="left")
-        .filter(applied == applied.max().over("person"))
-        .select(columns)
-    )  # fmt: skip
+    return chosen_rows(history.collect().lazy(), date).select(columns)
 
 
 def chosen_rows(keys: pl.LazyFrame, date: dt.date) -> pl.LazyFrame:
-    """The as-of rule on key columns (`RULE_KEYS` of whole histories, and any others): per person
-    the row of the version in effect on `date`."""
+    """The as-of rule (`RULE_KEYS` of whole histories, and any other columns): per person the
+    row of the version in effect on `date`, in the order of `keys`' rows.
+
+    A row is chosen when it is the last in application order (batch, then apply_order) of its
+    person's rows that count: filters, with no sort or grouping of the other columns (a month's
+    1.6 M rows with their record columns: 0.07 s; sorting, grouping and gathering them, 0.2 s).
+    """
+    applied = pl.col("batch") * 2**32 + pl.col("apply_order")  # apply_order < 2**31
     return (
-        keys.filter(pl.col("reason") != "X1")
-        .join(cancellations(keys), on=["municipality_code", "seq"], how="anti")
-        .filter(pl.col("change_date") <= date)
-        .sort("batch", "apply_order")
-        .group_by("person")
-        .last()
-    )
+        keys.filter((pl.col("reason") != "X1") & (pl.col("change_date") <= date))
+        .join(cancellations(keys), on=["municipality_code", "seq"], how="anti",
+              maintain_order="left")
+        .filter(applied == applied.max().over("person"))
+    )  # fmt: skip
 
 
 # What the as-of rule reads of each history row.
