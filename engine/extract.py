@@ -70,15 +70,15 @@ def _needed(grant: Grant) -> list[str]:
 
 
 def _registered(
-    store: Store, grant: Grant, *, date: dt.date, region: Region, person_range: tuple[int, int],
+    store: Store, grant: Grant, *, region: Region, person_range: tuple[int, int],
     reader: SliceReader, also: pl.Expr | None = None,
 ) -> pl.LazyFrame:  # fmt: skip
-    """The slice's persons registered on the date, in the region and the grant's scope (and
+    """The slice's persons registered on the reader's date, in the region and the grant's scope (and
     `also`, a condition on the version's columns applied as early as the others)."""
     wanted = (pl.col("status") == 1) & region.expr() & in_scope(grant)
     if also is not None:
         wanted = wanted & also
-    return versions_on(store, reader, date=date, person_range=person_range,
+    return versions_on(store, reader, person_range=person_range,
                        prefilter=wanted).lazy().filter(wanted)  # fmt: skip
 
 
@@ -141,8 +141,7 @@ def base_date_parts(
 ) -> Iterator[Part]:  # fmt: skip
     """Everyone registered (status 1) on the date, with the version in effect then."""
     def frame(persons: tuple[int, int], reader: SliceReader) -> pl.LazyFrame:
-        return _registered(store, grant, date=date, region=region, person_range=persons,
-                           reader=reader)
+        return _registered(store, grant, region=region, person_range=persons, reader=reader)
 
     return _parts(store, grant, [], slice_persons, date, upto_batch, frame)
 
@@ -159,7 +158,7 @@ def region_age_parts(
 
     def frame(persons: tuple[int, int], reader: SliceReader) -> pl.LazyFrame:
         return (
-            _registered(store, grant, date=date, region=region, person_range=persons,
+            _registered(store, grant, region=region, person_range=persons,
                         reader=reader, also=band)
             .with_columns(age=age_expr(pl.col("birth_date"), date))
             .filter(pl.col("age").is_between(min_age, max_age))
@@ -184,7 +183,7 @@ def milestone_parts(
 
     def frame(persons: tuple[int, int], reader: SliceReader) -> pl.LazyFrame:
         return (
-            _registered(store, grant, date=last, region=region, person_range=persons,
+            _registered(store, grant, region=region, person_range=persons,
                         reader=reader, also=age.is_not_null())
             .with_columns(age=age, reached_on=on)
             .filter(pl.col("age").is_not_null())

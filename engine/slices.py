@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import polars as pl
@@ -56,11 +57,11 @@ class SliceReader:
     after_bound: pl.Series  # persons with rows after the bound (empty without one)
     base: Generation  # the compacted base the read starts from
     newest_version: int  # the version of the (newest) base the current delta is kept against
-    date: dt.date | None = None  # the date `chosen` and `corrected` were read for
+    date: dt.date  # the date the read is for
+    chosen: pl.DataFrame | None  # the as-of rule on `date` over `recent` alone, by person
+    older_cancels: pl.DataFrame | None  # (municipality_code, seq) of rows before the base that
+    # recent X1s cancel (both None without `recent`)
     corrected: pl.DataFrame | None = None  # versions on `date` of persons read from the journal
-    chosen: pl.DataFrame | None = None  # the as-of rule on `date` over `recent` alone, by person
-    older_cancels: pl.DataFrame | None = None  # (municipality_code, seq) of rows before the base
-    # that recent X1s cancel (with `recent`)
 
     @property
     def newest_covers_recent(self) -> bool:
@@ -94,15 +95,16 @@ GLOBAL_CORRECTIONS = 5_000_000
 RECENT_ROWS = 10_000_000
 
 
-def _journal_rows_after(store: Store, batch: int) -> int:
-    """The journal rows in batches after `batch`, by the files' statistics (an upper bound)."""
+def _journal_rows_after(store: Store) -> Callable[[int], int]:
+    """The journal rows in batches after a batch, by the files' statistics (an upper bound);
+    the file list is read once."""
     actions = pl.DataFrame(store.delta("journal").get_add_actions(flatten=True))
     if actions.is_empty() or "max.batch" not in actions.columns:
-        return 0 if actions.is_empty() else 2**62
-    return int(actions.filter(pl.col("max.batch") > batch)["num_records"].sum())
+        return lambda batch: 0 if actions.is_empty() else 2**62
+    return lambda batch: int(actions.filter(pl.col("max.batch") > batch)["num_records"].sum())
 
 
-def pick_generation(store: Store, *, upto_batch: int | None, date: dt.date | None) -> Generation:
+def pick_generation(store: Store, *, upto_batch: int | None, date: dt.date) -> Generation:
     """The compacted base an as-of read on `date` known at `upto_batch` starts from.
 
     The newest base, unless it is too new: compacted after the bound, or holding rows dated
@@ -115,16 +117,17 @@ def pick_generation(store: Store, *, upto_batch: int | None, date: dt.date | Non
     newest = next(found)
     bounded = upto_batch is None or upto_batch >= newest.batch
     latest = newest.latest()
-    if bounded and (date is None or (latest is not None and latest <= date)):
+    if bounded and latest is not None and latest <= date:
         return newest
+    rows_after = _journal_rows_after(store)
     fallback = None
     for older in found:
-        if _journal_rows_after(store, older.batch) > RECENT_ROWS:
+        if rows_after(older.batch) > RECENT_ROWS:
             break
         if upto_batch is not None and older.batch > upto_batch:
             continue
         latest = older.latest()
-        if date is None or (latest is not None and latest <= date):
+        if latest is not None and latest <= date:
             return older
         if not bounded and fallback is None:
             fallback = older
@@ -132,11 +135,11 @@ def pick_generation(store: Store, *, upto_batch: int | None, date: dt.date | Non
 
 
 def slice_reader(
-    store: Store, *, columns: list[str], upto_batch: int | None, date: dt.date | None = None
+    store: Store, *, columns: list[str], upto_batch: int | None, date: dt.date
 ) -> SliceReader:
-    """Read the delta's newest rows and the rows since the base, for `columns`; with `date`,
-    also the versions on it of every person whose base row may not serve (dated after it, or
-    with a recent X1), in ONE journal scan instead of one per slice."""
+    """Read the delta's newest rows and the rows since the base, for `columns`, and the
+    versions on `date` of every person whose base row may not serve (dated after it, or with a
+    recent X1), in ONE journal scan instead of one per slice."""
     wanted = list(dict.fromkeys(["person", *columns]))
     base = pick_generation(store, upto_batch=upto_batch, date=date)
     current = store.delta("current_base").version()
@@ -146,31 +149,26 @@ def slice_reader(
         newest = pl.from_arrow(CURRENT_SCHEMA.empty_table()).select(  # type: ignore[union-attr]
             list(dict.fromkeys(["person", "version", *wanted, *KEYS])))
     assert isinstance(newest, pl.DataFrame)
-    recent = None
-    if upto_batch is None or upto_batch >= base.batch:
-        rows = scan_history(store, upto_batch=upto_batch).filter(pl.col("batch") > base.batch)
-        # sorted by person, so that a slice's rows are a range (`recent_in`); sorted once read
-        # (sorting inside the lazy scan took 0.66 s against 0.4 s for a month's rows)
-        recent = (rows.select(list(dict.fromkeys([*RECENT_KEYS, *wanted]))).collect()
-                  .sort("person", maintain_order=True))  # fmt: skip
     after = pl.Series("person", [], pl.Int64)
     if upto_batch is not None:
         after = (scan_history(store).filter(pl.col("batch") > upto_batch).select("person")
                  .unique().collect()["person"])  # fmt: skip
-    reader = SliceReader(wanted, upto_batch, newest, recent, after, base, current)
-    if recent is None:
-        return reader
+    if upto_batch is not None and upto_batch < base.batch:
+        return SliceReader(wanted, upto_batch, newest, None, after, base, current, date, None, None)
+    rows = scan_history(store, upto_batch=upto_batch).filter(pl.col("batch") > base.batch)
+    # sorted by person, so that a slice's rows are a range (`recent_in`); sorted once read
+    # (sorting inside the lazy scan took 0.66 s against 0.4 s for a month's rows)
+    recent = (rows.select(list(dict.fromkeys([*RECENT_KEYS, *wanted]))).collect()
+              .sort("person", maintain_order=True))  # fmt: skip
     # An X1 of a row since the base is settled among those rows: only one that cancels an older
     # row (perhaps the base's) can cancel a base row and send its person to the journal.
     x1 = recent.filter(pl.col("reason") == "X1")
     older = x1.join(recent, left_on=["cancels_municipality_code", "cancels_seq"],
                     right_on=["municipality_code", "seq"], how="anti")  # fmt: skip
-    reader = dataclasses.replace(reader, older_cancels=cancellations(older.lazy()).collect())
-    if date is None:
-        return reader
     # the as-of rule over the rows since the base, for every person at once (by person)
     chosen = effective_on(recent.lazy(), date, wanted).collect()
-    reader = dataclasses.replace(reader, date=date, chosen=chosen)
+    reader = SliceReader(wanted, upto_batch, newest, recent, after, base, current, date, chosen,
+                         cancellations(older.lazy()).collect())  # fmt: skip
     suspects = [older.select("person")]
     latest = base.latest()
     if latest is None or latest > date:
@@ -189,14 +187,13 @@ def versions_on(
     store: Store,
     reader: SliceReader,
     *,
-    date: dt.date,
     person_range: tuple[int, int],
     prefilter: pl.Expr | None = None,
 ) -> pl.DataFrame:
-    """Per person of the slice the version in effect on `date` as known at the reader's bound
+    """Per person of the slice the version in effect on the reader's date as known at its bound
     (`reader.columns`; any status). `prefilter` (on those columns) may drop rows early: only
     rows it keeps are certain to be returned."""
-    wanted = reader.columns
+    wanted, date = reader.columns, reader.date
     keep = prefilter if prefilter is not None else pl.lit(True)
     mine = in_range(person_range)
     if reader.recent is None:
@@ -237,13 +234,11 @@ def versions_on(
     if late.is_empty():
         return settled
     # the as-of rule over the rows since the base alone (an X1 of an older row matches none),
-    # for the late persons; it is read for every person at once when the reader knows the date
-    chosen = (reader.recent_in(person_range, reader.chosen)
-              if reader.chosen is not None and reader.date == date
-              else effective_on(reader.recent_in(person_range).lazy(), date, wanted).collect())  # fmt: skip
-    candidates = chosen.join(late, on="person", how="semi")
+    # for the late persons (read for every person at once)
+    assert reader.chosen is not None and reader.older_cancels is not None
+    candidates = reader.recent_in(person_range, reader.chosen).join(late, on="person",
+                                                                     how="semi")  # fmt: skip
     cancels = reader.older_cancels
-    assert cancels is not None
     rest = late.join(candidates.select("person"), on="person", how="anti")
     if undated and cancels.is_empty():  # every base row serves: no base read needed
         from_base = full.filter(pl.col("person").is_in(rest["person"].implode()))
@@ -256,7 +251,7 @@ def versions_on(
         from_base = full.filter(pl.col("person").is_in(usable["person"].implode()))
         hard = base_rows.join(usable.select("person"), on="person", how="anti")["person"]
     parts = [settled, candidates.filter(keep), from_base]
-    if not hard.is_empty() and reader.corrected is not None and reader.date == date:
+    if not hard.is_empty() and reader.corrected is not None:
         parts.append(reader.corrected.filter(mine & pl.col("person").is_in(hard.implode()))
                      .filter(keep))  # fmt: skip
     elif not hard.is_empty():

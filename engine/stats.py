@@ -61,7 +61,7 @@ def counts(
     keys = [c if c != "age5" else "_band" for c in by]
     partial = []
     for person_range in person_slices(store, slice_persons or SLICE_PERSONS):
-        frame = versions_on(store, reader, date=date, person_range=person_range,
+        frame = versions_on(store, reader, person_range=person_range,
                             prefilter=registered).lazy().filter(registered)  # fmt: skip
         partial.append(
             (frame.with_columns(_band=band.cast(pl.Int32)).group_by(keys).agg(count=pl.len())
