@@ -233,7 +233,8 @@ def store_info(
     """
     from engine.maintenance import store_info as info
 
-    rows = info(_store(store))
+    s = _store(store)
+    rows = info(s)
     if json_out:
         _json(rows)
         return 0
@@ -247,9 +248,9 @@ def store_info(
     from engine.dates import iso_jst
     from engine.resolve import batch_stamp
 
-    bases = [g for g in generations(_store(store)) if g.batch > 0]
+    bases = [g for g in generations(s) if g.batch > 0]
     if bases:
-        stamp = batch_stamp(_store(store), bases[-1].batch)
+        stamp = batch_stamp(s, bases[-1].batch)
         out.print(f"compacted bases on disk: {len(bases)}, the oldest as of journal batch "
                   f"{bases[-1].batch} ({iso_jst(stamp) if stamp else '—'}); as-of reads for "
                   f"earlier dates read the journal (`store compact --keep-bases`)")  # fmt: skip

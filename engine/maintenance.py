@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import polars as pl
@@ -82,7 +83,7 @@ def reclaim(store: Store, *, keep_bases: int = KEEP_BASES) -> list[str]:
 
     from engine.current import generations
 
-    kept = [g.version for _, g in zip(range(max(keep_bases, 1)), generations(store), strict=False)]
+    kept = [g.version for g in itertools.islice(generations(store), max(keep_bases, 1))]
     deleted = [f"current_base/{f}" for f in store.delta("current_base").vacuum(
         retention_hours=0, dry_run=False, enforce_retention_duration=False, keep_versions=kept,
         post_commithook_properties=KEEP_LOG)]  # fmt: skip
