@@ -16,7 +16,7 @@ import hypothesis.strategies as st
 import polars as pl
 import pytest
 from agency import NOW, load, requester, run_juki
-from builders import CHIYODA, SAPPORO, Municipality, person, row, write_csv
+from builders import CHIYODA, SAPPORO, Municipality, person, resident_code, row, write_csv
 from deltalake import DeltaTable
 from hypothesis import given
 from read_oracle import History, age_on
@@ -342,3 +342,62 @@ def test_a_date_before_the_newest_base_starts_from_an_older_base(tmp_path: Path)
     assert slices.pick_generation(store, upto_batch=None, date=day).batch == newest.batch
     again, _ = extract.base_date(store, grant, date=day)
     assert again.equals(got)
+
+
+@pytest.mark.parametrize("corrections", [slices.GLOBAL_CORRECTIONS, 0])
+@pytest.mark.parametrize("compacted_again", [False, True])
+def test_an_x1_since_the_base_cancels_a_base_row(
+    corrections: int, compacted_again: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The compacted base holds person 1's move (M1) and person 2's rename (M2). After the
+    compaction an X1 cancels the move, then both persons are renamed: their current rows are
+    dated after the days asked, so the base rows would serve, but person 1's is cancelled. On
+    any day the move reads as if it had never arrived (SPEC §3), unless known at a time before
+    the X1. Compacted again, a day before the renames starts from the first base (its files
+    still on disk) and reads the same."""
+    from engine.derived import compact
+
+    monkeypatch.setattr(slices, "GLOBAL_CORRECTIONS", corrections)
+    chi = Municipality(CHIYODA)
+    store = Store(tmp_path / "store")
+    t1, t2 = dt.datetime(2024, 2, 10, tzinfo=dt.UTC), dt.datetime(2024, 3, 10, tzinfo=dt.UTC)
+    first = [row(chi, "A4", "2024-01-01", person(i)) for i in range(1, 4)]  # (seq in order)
+    moved_to = "東京都千代田区永田町1"
+    moved = row(chi, "M1", "2024-02-01", person(1, address=moved_to))
+    first += [moved, row(chi, "M2", "2024-02-02", person(2, surname="佐藤", surname_kana="サトウ"))]
+    ingest_at(store, write_csv(tmp_path / "a.csv", first), t1)
+    compact(store)
+    x1 = row(chi, "X1", "2024-03-01", {"resident_code": resident_code(1),
+                                       "my_number": person(1)["my_number"]},
+             cancels_municipality_code=CHIYODA, cancels_seq=moved["seq"])  # fmt: skip
+    renamed = [row(chi, "M2", "2024-03-05", person(n, surname="鈴木", surname_kana="スズキ"))
+               for n in (1, 2)]  # fmt: skip
+    ingest_at(store, write_csv(tmp_path / "b.csv", [x1, *renamed]), t2)
+    outcomes = pl.read_delta(str(store.table_path("journal")))["outcome"].value_counts()
+    assert dict(outcomes.iter_rows()) == {"applied": 8, "file": 2}
+    if compacted_again:
+        compact(store)
+        picked = slices.pick_generation(store, upto_batch=None, date=dt.date(2024, 2, 15))
+        assert picked.batch == 1 < store.reflected_batch("current_base")
+    load(store, tmp_path)
+    grant = authorize(store, agency="CITY", affair="benefit", function="extract", columns=None,
+                      parameters={}, now=NOW)  # fmt: skip
+
+    def on(day: str, at: dt.datetime | None = None) -> dict[str, tuple[str, str]]:
+        got, _ = extract.base_date(store, grant, date=dt.date.fromisoformat(day),
+                                   upto_batch=known_batch(store, at))  # fmt: skip
+        return {r["resident_code"]: (r["address"], r["surname"]) for r in got.iter_rows(named=True)}
+
+    home = person(1)["address"]
+    assert on("2024-02-15")[resident_code(1)] == (home, "山田")  # not the cancelled move
+    assert on("2024-03-02")[resident_code(1)] == (home, "山田")
+    assert on("2024-04-01")[resident_code(1)] == (home, "鈴木")
+    assert on("2024-02-15")[resident_code(2)] == (home, "佐藤")  # the base row serves
+    assert on("2024-02-15", t1 + dt.timedelta(days=1))[resident_code(1)] == (moved_to, "山田")
+    history = History(store)
+    for day in ("2024-01-15", "2024-02-15", "2024-03-02", "2024-04-01"):
+        expected = oracle_extract(history, day=dt.date.fromisoformat(day), at=None,
+                                  columns=list(grant.columns), prefecture=grant.prefecture,
+                                  protected_access=grant.protected_access)  # fmt: skip
+        got, _ = extract.base_date(store, grant, date=dt.date.fromisoformat(day))
+        assert got.sort("resident_code").to_dicts() == expected, day
