@@ -268,6 +268,18 @@ class IngestSession:
                 if len(need):
                     self._load_histories(need, early)
 
+    def needing_state(self, text: pl.DataFrame) -> pl.DataFrame:
+        """The text rows that may need the state of the persons they name: all but those whose
+        `(municipality_code, seq)` is already used, duplicates whatever else they hold (a re-run
+        of a batch loads no state)."""
+        if self.positions.is_empty():
+            return text
+        seq = pl.col("seq").str.strip_chars().cast(pl.Int64, strict=False)
+        used = text.select("municipality_code", _seq=seq).join(
+            self.positions, on="municipality_code", how="left", maintain_order="left")  # fmt: skip
+        fresh = ~(used["_seq"] <= used["last_seq"]).fill_null(False)
+        return text if fresh.all() else text.filter(fresh)
+
     def _load_codes(
         self, new_rc: np.ndarray, new_mn: np.ndarray, x1_codes: np.ndarray, pool: ThreadPoolExecutor
     ) -> _EarlyHistories | None:

@@ -137,7 +137,7 @@ def _check_group(session: IngestSession, files: list[NotificationFile]) -> pl.Da
     # the row rules need no state: they run beside the state's reads (~1 s of a month)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="juki-rules") as pool:
         checked = pool.submit(validate_rows, rows)
-        session.ensure(rows)
+        session.ensure(session.needing_state(rows))
         return checked.result()
 
 
