@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import itertools
+import time
 from typing import Any
 
 import polars as pl
 
 from engine import deltalog, derived
+from engine.current import generations
 from engine.schema import JOURNAL_ENCODINGS
 from engine.store import DERIVED, KEEP_LOG, Store
 
@@ -45,8 +46,8 @@ SMALL_FILE_BYTES = 64 * 2**20
 # nightly compaction a month of base dates reads fast. A 125 M base is ~5.2 GB.
 KEEP_BASES = 31
 # Other files a compaction replaces (the delta's, the journal's small files, the unsorted
-# codes) are deleted by the next compaction at least this long after: a reader that listed
-# them before the replacement has long finished.
+# codes), and a base pushed out of the newest `keep_bases`, are deleted by a compaction at least
+# this long after: a reader that listed them before the replacement has long finished.
 REPLACED_FILES_HOURS = 1
 
 
@@ -75,15 +76,13 @@ def compact(store: Store, *, keep_bases: int = KEEP_BASES) -> int:
 
 def reclaim(store: Store, *, keep_bases: int = KEEP_BASES) -> list[str]:
     """Delete files no version of interest needs (Delta VACUUM): of `current_base`, those of
-    bases older than the `keep_bases` newest; of the current delta, the codes and the journal,
+    bases older than the `keep_bases` newest (once out of them for REPLACED_FILES_HOURS); of the current delta, the codes and the journal,
     those replaced at least REPLACED_FILES_HOURS ago. The journal's data never changes (its
     small files were merged into larger ones); its commit metadata is carried over. Returns the
     deleted files (relative to the store). Run under the writer lock."""
     from deltalake import CommitProperties
 
-    from engine.current import generations
-
-    kept = [g.version for g in itertools.islice(generations(store), max(keep_bases, 1))]
+    kept = _kept_bases(store, max(keep_bases, 1))
     deleted = [f"current_base/{f}" for f in store.delta("current_base").vacuum(
         retention_hours=0, dry_run=False, enforce_retention_duration=False, keep_versions=kept,
         post_commithook_properties=KEEP_LOG)]  # fmt: skip
@@ -95,6 +94,19 @@ def reclaim(store: Store, *, keep_bases: int = KEEP_BASES) -> list[str]:
             enforce_retention_duration=False, post_commithook_properties=KEEP_LOG,
             commit_properties=CommitProperties(custom_metadata=meta) if meta else None)]  # fmt: skip
     return deleted
+
+
+def _kept_bases(store: Store, keep: int) -> list[int]:
+    """Versions of the bases whose files stay: the `keep` newest, and an older one until the
+    compaction that pushed it out of them is REPLACED_FILES_HOURS old. An extract for a date a
+    month back may have picked the oldest kept base just before that compaction committed
+    (engine/slices.py): its files must outlive the read, as the replaced delta files do."""
+    bases = list(generations(store))
+    committed = {int(h["version"]): int(h["timestamp"])
+                 for h in store.delta("current_base").history()}  # fmt: skip
+    cutoff = (time.time() - REPLACED_FILES_HOURS * 3600) * 1000
+    return [g.version for k, g in enumerate(bases)
+            if k < keep or committed.get(bases[k - keep].version, 0) > cutoff]  # fmt: skip
 
 
 def held_rows(store: Store) -> list[dict[str, Any]]:

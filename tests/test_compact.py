@@ -89,3 +89,32 @@ def test_store_compaction_keeps_the_newest_bases_and_reclaims_replaced_files(
     last = max(months)
     day = dt.date.fromisoformat(f"{last}-15")
     assert pick_generation(store, upto_batch=None, date=day).batch == kept[1].batch
+
+
+def test_a_base_pushed_out_of_the_kept_ones_stays_until_the_grace_has_passed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An extract may have picked the oldest kept base just before a compaction pushed it out:
+    its files stay for REPLACED_FILES_HOURS (as replaced delta files do), and a later
+    compaction deletes them."""
+    from engine import maintenance
+    from engine.current import generations
+
+    files = sorted(generate(tmp_path / "files", residents=200, months=2, seed=3).files)
+    store = Store(tmp_path / "store")
+    ingest_files(store, files[: len(files) // 2])
+    maintenance.compact(store, keep_bases=1)
+    ingest_files(store, files[len(files) // 2 :])
+    maintenance.compact(store, keep_bases=1)  # the first base is pushed out now
+    on_disk = list(generations(store))
+    assert on_disk[1].batch > 0 and on_disk[1].on_disk()  # (then the store's empty version 0)
+    first = {Path(u).name for u in on_disk[1].table.file_uris()}
+    assert first
+
+    later = maintenance.time.time() + maintenance.REPLACED_FILES_HOURS * 3600 + 60
+    monkeypatch.setattr(maintenance.time, "time", lambda: later)
+    maintenance.reclaim(store, keep_bases=1)
+
+    assert [g.batch for g in generations(store)] == [on_disk[0].batch]
+    left = {p.name for p in store.table_path("current_base").glob("*.parquet")}
+    assert not first & left and left
