@@ -13,8 +13,10 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/juki demo
 
+# two workers (pytest-xdist): the suite is mostly single-threaded Python; on a 2-core machine
+# 10.7 -> 6.7 min
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2
 
 bench: $(STAMP)
 	$(PY) -m pytest benchmarks -q -m benchmark -p no:cacheprovider --benchmark-columns=min,mean,max,rounds
