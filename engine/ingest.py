@@ -31,7 +31,7 @@ from engine.schema import (
     NOTIFICATION_COLUMNS,
     REASONS,
 )
-from engine.sequencing import sequence
+from engine.sequencing import sequence, used_already
 from engine.store import APP_ID, SCHEMAS, Store
 from engine.transitions import SKIPPED, STATEFUL_RULES, apply_rows
 from engine.validate import validate_rows
@@ -274,11 +274,8 @@ class IngestSession:
         of a batch loads no state)."""
         if self.positions.is_empty():
             return text
-        seq = pl.col("seq").str.strip_chars().cast(pl.Int64, strict=False)
-        used = text.select("municipality_code", _seq=seq).join(
-            self.positions, on="municipality_code", how="left", maintain_order="left")  # fmt: skip
-        fresh = ~(used["_seq"] <= used["last_seq"]).fill_null(False)
-        return text if fresh.all() else text.filter(fresh)
+        used = used_already(text, self.positions)
+        return text if not used.any() else text.filter(~used)
 
     def _load_codes(
         self, new_rc: np.ndarray, new_mn: np.ndarray, x1_codes: np.ndarray, pool: ThreadPoolExecutor

@@ -76,10 +76,11 @@ def compact(store: Store, *, keep_bases: int = KEEP_BASES) -> int:
 
 def reclaim(store: Store, *, keep_bases: int = KEEP_BASES) -> list[str]:
     """Delete files no version of interest needs (Delta VACUUM): of `current_base`, those of
-    bases older than the `keep_bases` newest (once out of them for REPLACED_FILES_HOURS); of the current delta, the codes and the journal,
-    those replaced at least REPLACED_FILES_HOURS ago. The journal's data never changes (its
-    small files were merged into larger ones); its commit metadata is carried over. Returns the
-    deleted files (relative to the store). Run under the writer lock."""
+    bases older than the `keep_bases` newest (once out of them for REPLACED_FILES_HOURS); of
+    the current delta, the codes and the journal, those replaced at least REPLACED_FILES_HOURS
+    ago. The journal's data never changes (its small files were merged into larger ones); its
+    commit metadata is carried over. Returns the deleted files (relative to the store). Run
+    under the writer lock."""
     from deltalake import CommitProperties
 
     kept = _kept_bases(store, max(keep_bases, 1))

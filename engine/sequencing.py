@@ -28,12 +28,25 @@ class Sequenced:
     still_held: pl.DataFrame  # earlier held rows (store) that stay held
 
 
+def seq_number() -> pl.Expr:
+    """The `seq` text as an integer (null when unreadable)."""
+    return pl.col("seq").str.strip_chars().cast(pl.Int64, strict=False)
+
+
+def used_already(batch: pl.DataFrame, positions: pl.DataFrame) -> pl.Series:
+    """Per text row whether its seq is at or below its municipality's position: a duplicate,
+    whatever else the row holds."""
+    used = batch.select("municipality_code", _seq=seq_number()).join(
+        positions, on="municipality_code", how="left", maintain_order="left")  # fmt: skip
+    return (used["_seq"] <= used["last_seq"]).fill_null(False)
+
+
 def usable_key() -> pl.Expr:
     """A municipality code with valid form and check digit, and a seq ≥ 1."""
     mc = pl.col("municipality_code")
     as_int = mc.cast(pl.Int64, strict=False)
     pref = mc.str.slice(0, 2).cast(pl.Int64, strict=False)
-    seq = pl.col("seq").str.strip_chars().cast(pl.Int64, strict=False)
+    seq = seq_number()
     return (
         mc.str.contains(r"^\d{6}$")
         & (as_int % 10 == check_digit_expr(as_int, "municipality_code"))
@@ -46,7 +59,7 @@ def sequence(batch: pl.DataFrame, positions: pl.DataFrame, held: pl.DataFrame) -
     """Split `batch` (text rows with `_pos`) given `positions` (municipality_code, last_seq) and
     earlier `held` rows (text rows with municipality_code and `_seq`)."""
     batch = batch.with_columns(
-        _seq=pl.col("seq").str.strip_chars().cast(pl.Int64, strict=False), _usable=usable_key()
+        _seq=seq_number(), _usable=usable_key()
     )
     fast = _in_order(batch, positions, held)
     if fast is not None:
