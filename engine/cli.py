@@ -7,6 +7,7 @@ progress go to stderr unless a command was asked to print them, JSON to stdout. 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -24,7 +25,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from engine.errors import JukiError, UsageError
+from engine.errors import JukiError, StoreUnavailable, UsageError
+from engine.native_stderr import NativeStderr
 
 app = typer.Typer(
     name="juki",
@@ -76,6 +78,14 @@ def _store(path: Path) -> Any:
     from engine.store import Store
 
     return Store(path)
+
+
+def _existing_store(path: Path, table: str | None = None) -> Any:
+    """The store at `path` for a command that only reads it (or only its `table`): exit 5
+    when there is none."""
+    store = _store(path)
+    store.require(table)
+    return store
 
 
 @contextmanager
@@ -429,7 +439,7 @@ def registry_show(
     """
     from engine.access import read_registry
 
-    registry = read_registry(_store(store))
+    registry = read_registry(_existing_store(store, "registry"))
     if json_out:
         _json(registry.to_json())
         return 0
@@ -705,7 +715,7 @@ def audit_requests(
     from engine.dates import iso_jst
     from engine.requests import list_requests
 
-    rows = list_requests(_store(store), since=_instant(since, "--since"),
+    rows = list_requests(_existing_store(store), since=_instant(since, "--since"),
                          until=_instant(until, "--until"), agency=agency, limit=limit)  # fmt: skip
     for r in rows:
         for k in ("requested_at", "finished_at"):
@@ -871,6 +881,33 @@ app.add_typer(jobs_app, name="job")
 
 
 # -- entry point -------------------------------------------------------------------------------
+def _store_named(args: list[str]) -> Path:
+    """The store a command line names (--store, else JUKI_STORE, else the default)."""
+    for i, a in enumerate(args):
+        if a == "--store" and i + 1 < len(args):
+            return Path(args[i + 1])
+        if a.startswith("--store="):
+            return Path(a.removeprefix("--store="))
+    return Path(os.environ.get("JUKI_STORE") or DEFAULT_STORE)
+
+
+def _unforeseen(e: BaseException, args: list[str]) -> int:
+    """An error no rule foresaw: exit 5 naming the file when the store turns out damaged
+    (a data file overwritten, a log unreadable: SPEC §7), else an internal error (70)."""
+    from engine.store import Store
+
+    damage = None
+    with contextlib.suppress(Exception):
+        damage = Store(_store_named(args)).damage()
+    if damage is not None:
+        print(f"juki: store damaged: {damage}", file=sys.stderr)
+        return StoreUnavailable.exit_code
+    first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    print(f"juki: internal error: {type(e).__name__}: {first} (rerun with --debug)",
+          file=sys.stderr)  # fmt: skip
+    return 70
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console script: run the app, map errors to exit codes, end with os._exit."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -878,6 +915,9 @@ def main(argv: list[str] | None = None) -> None:
     if debug:
         args.remove("--debug")
     code = 0
+    native = NativeStderr()
+    if not debug:
+        native.start()
     try:
         result = app(args=args, prog_name="juki", standalone_mode=False)
         code = result if isinstance(result, int) else 0
@@ -895,16 +935,17 @@ def main(argv: list[str] | None = None) -> None:
     except (Abort, KeyboardInterrupt):
         print("juki: interrupted", file=sys.stderr)
         code = 130
-    except Exception as e:  # noqa: BLE001 - the one place a bug becomes one line, not a traceback
+    except BaseException as e:  # noqa: BLE001 - the one place a bug becomes one line
+        # (Exception, and the panics of Rust libraries, which derive from BaseException)
+        if isinstance(e, SystemExit | GeneratorExit):
+            raise
         if debug:
             traceback.print_exc()
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        print(f"juki: internal error: {type(e).__name__}: {first} (rerun with --debug)",
-              file=sys.stderr)  # fmt: skip
-        code = 70
+        code = _unforeseen(e, args)
     finally:
         sys.stdout.flush()
         sys.stderr.flush()
+        native.stop()
     os._exit(code)
 
 

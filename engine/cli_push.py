@@ -140,7 +140,9 @@ def subscribe_list(
     from engine.cli import out
     from loaders.push import subscription_rows
 
-    rows = [r for r in subscription_rows(_store(store)) if all_ or r["removed_at"] is None]
+    existing = _store(store)
+    existing.require()
+    rows = [r for r in subscription_rows(existing) if all_ or r["removed_at"] is None]
     if json_out:
         _json(rows)
         return 0

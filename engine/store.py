@@ -80,10 +80,36 @@ class Store:
     def exists(self) -> bool:
         return _has_commit(self.table_path("journal"))
 
-    def require(self) -> None:
-        """Raise StoreUnavailable unless the store has been created."""
-        if not self.exists():
+    def require(self, table: str | None = None) -> None:
+        """Raise StoreUnavailable unless the store has been created (or, when a table is named,
+        at least that table: `juki registry load` may come before the first ingest)."""
+        if not self.exists() and (table is None or not _has_commit(self.table_path(table))):
             raise StoreUnavailable(f"{self.path}: no juki store here (run `juki ingest` first)")
+
+    def damage(self) -> str | None:
+        """The first damage a quick look finds (a Delta log that cannot be read, or a data file
+        it names that is missing or not Parquet by its magic bytes), else None. For a failure
+        no rule foresaw: a damaged store is exit 5, not an internal error (SPEC §7)."""
+        from deltalake import DeltaTable
+
+        if not self.path.is_dir():
+            return None
+        if self.exists():  # every table is created with the store
+            for name in SCHEMAS:
+                if not _has_commit(self.table_path(name)):
+                    return f"{self.table_path(name)}: table missing"
+        roots = sorted(p for p in self.path.iterdir() if (p / "_delta_log").is_dir())
+        for root in roots:
+            try:
+                files = DeltaTable(str(root)).file_uris()
+            except Exception as e:  # noqa: BLE001 - any failure to read the log is the damage
+                return f"{root}: its Delta log cannot be read ({_first_line(e)})"
+            for name in files:
+                file = Path(name.removeprefix("file://"))
+                problem = _parquet_problem(file)
+                if problem:
+                    return f"{file}: {problem}"
+        return None
 
     def ensure_tables(self) -> None:
         """Create every missing table (empty), so readers always find all of them."""
@@ -190,3 +216,26 @@ def _has_commit(root: Path) -> bool:
     """A Delta table exists once its first commit file does."""
     return (root / "_delta_log" / "00000000000000000000.json").is_file()
 
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0] if text else ''}"
+
+
+def _parquet_problem(file: Path) -> str | None:
+    """Why `file` is not a whole Parquet file by its size and magic bytes, else None."""
+    try:
+        with open(file, "rb") as f:
+            head = f.read(4)
+            f.seek(0, os.SEEK_END)
+            if f.tell() < 12:
+                return "not a Parquet file (too short)"
+            f.seek(-4, os.SEEK_END)
+            tail = f.read(4)
+    except FileNotFoundError:
+        return "missing (named by its table's Delta log)"
+    except OSError as e:
+        return f"cannot be read ({_first_line(e)})"
+    if head != b"PAR1" or tail != b"PAR1":
+        return "not a Parquet file (magic bytes not found)"
+    return None
