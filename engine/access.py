@@ -151,7 +151,7 @@ def parse_registry(path: str | Path) -> Registry:
         if scope == "national":
             prefecture = ""
         elif scope == "prefecture":
-            if not (len(prefecture) == 2 and prefecture.isdigit() and 1 <= int(prefecture) <= 47):
+            if not (len(prefecture) == 2 and prefecture.isascii() and prefecture.isdigit() and 1 <= int(prefecture) <= 47):
                 raise InputRejected(f"{where}: prefecture '{prefecture}' must be 01–47")
         else:
             raise InputRejected(f"{where}: scope '{scope}' must be national or prefecture")

@@ -47,7 +47,7 @@ class Region:
 
     def check(self) -> None:
         for p in self.prefectures:
-            if not (len(p) == 2 and p.isdigit() and 1 <= int(p) <= 47):
+            if not (len(p) == 2 and p.isascii() and p.isdigit() and 1 <= int(p) <= 47):
                 raise UsageError(f"--prefecture '{p}': not a prefecture code 01–47")
         for m in self.municipalities:
             if not is_valid(m, "municipality_code"):

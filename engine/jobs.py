@@ -26,9 +26,9 @@ PLACEHOLDERS = ("period", "period_start", "period_end")
 JOB_KEYS = ("name", "schedule", "command")
 
 _FORMS = {
-    "daily": (re.compile(r"(\d{4})-(\d{2})-(\d{2})"), "a day YYYY-MM-DD"),
-    "weekly": (re.compile(r"(\d{4})-W(\d{2})"), "an ISO week YYYY-Www"),
-    "monthly": (re.compile(r"(\d{4})-(\d{2})"), "a month YYYY-MM"),
+    "daily": (re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})"), "a day YYYY-MM-DD"),
+    "weekly": (re.compile(r"([0-9]{4})-W([0-9]{2})"), "an ISO week YYYY-Www"),
+    "monthly": (re.compile(r"([0-9]{4})-([0-9]{2})"), "a month YYYY-MM"),
 }
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _GLOB = re.compile(r"[*?\[]")

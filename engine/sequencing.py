@@ -48,7 +48,7 @@ def usable_key() -> pl.Expr:
     pref = mc.str.slice(0, 2).cast(pl.Int64, strict=False)
     seq = seq_number()
     return (
-        mc.str.contains(r"^\d{6}$")
+        mc.str.contains(r"^[0-9]{6}$")
         & (as_int % 10 == check_digit_expr(as_int, "municipality_code"))
         & pref.is_between(1, 47)
         & (seq >= 1)

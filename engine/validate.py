@@ -20,7 +20,7 @@ from engine.schema import REASONS
 # SPEC §1: full-width katakana ァ-ヶ and ー; the middle dot ・ for foreign names only.
 KANA_JAPANESE = r"^[ァ-ヶー]+$"
 KANA_FOREIGN = r"^[ァ-ヶー・]+$"
-DATE_FORM = r"^\d{4}-\d{2}-\d{2}$"
+DATE_FORM = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
 
 # Columns every non-X1 row needs; every row needs the sequencing and code columns.
 ALWAYS_REQUIRED = ["municipality_code", "seq", "reason", "change_date", "resident_code", "my_number"]
@@ -50,7 +50,7 @@ def _date(name: str) -> pl.Expr:
 def parse_timestamp(name: str) -> pl.Expr:
     """ISO 8601 text → timestamp[us, UTC]; without a zone it is Japan time (SPEC §5)."""
     c = pl.col(name).str.replace(" ", "T").str.replace(r"Z$", "+00:00")
-    has_zone = c.str.contains(r"[+-]\d{2}:?\d{2}$")
+    has_zone = c.str.contains(r"[+-][0-9]{2}:?[0-9]{2}$")
     zoned = c.str.to_datetime("%Y-%m-%dT%H:%M:%S%.f%z", strict=False, time_unit="us")
     naive = (
         c.str.to_datetime("%Y-%m-%dT%H:%M:%S%.f", strict=False, time_unit="us")
@@ -195,7 +195,7 @@ def _rules() -> list[tuple[pl.Expr, pl.Expr]]:
     ]
     for name, kind_name, scope in codes:
         w = WIDTH[kind_name]
-        cond = _col(name).is_not_null() & ~_col(name).str.contains(rf"^\d{{{w}}}$")
+        cond = _col(name).is_not_null() & ~_col(name).str.contains(rf"^[0-9]{{{w}}}$")
         add(cond if scope is None else cond & scope, "code-format", name,
             pl.format(f"{name} '{{}}': must be {w} digits", _col(name)))  # fmt: skip
     for name, _, scope in codes:

@@ -157,7 +157,7 @@ def _check_arguments(residents: int, months: int, start: str, file_format: str) 
         raise UsageError(f"--months {months}: must not be negative")
     if file_format not in ("parquet", "csv"):
         raise UsageError(f"--format {file_format}: must be parquet or csv")
-    if not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", start):
+    if not re.fullmatch(r"[0-9]{4}-(0[1-9]|1[0-2])", start):
         raise UsageError(f"--start {start!r}: must be a month YYYY-MM")
     return np.datetime64(start, "M")
 

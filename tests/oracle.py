@@ -86,7 +86,7 @@ def stateless_rule(row: Row) -> str | None:
     ]
     for c in codes:
         v = str(row[c])
-        if len(v) != WIDTH[c] or not v.isdigit():
+        if len(v) != WIDTH[c] or not (v.isascii() and v.isdigit()):
             return "code-format"
     for c in codes:
         if not CHECK[c](str(row[c])):

@@ -617,3 +617,22 @@ def test_a_row_of_unknown_reason_without_names_is_missing_a_field(tmp_path: Path
         ("batch1.csv", 2): "missing-field",
         ("batch1.csv", 3): "unknown-reason",
     }
+
+
+FULL_WIDTH = str.maketrans("0123456789", "０１２３４５６７８９")
+
+
+@pytest.mark.parametrize("column", ["resident_code", "my_number", "municipality_code"])
+def test_full_width_digits_in_a_code_are_a_code_format_reject(tmp_path: Path, column: str) -> None:
+    """SPEC §2, §4: codes are ASCII digits. Full-width digits are digits to Unicode-aware
+    regexes and to str.isdigit (and such a row was once applied with codes that parse to
+    nothing, after which every ingest into the store failed)."""
+    chiyoda = Municipality(CHIYODA)
+    own_sequence = column == "municipality_code"  # (the odd row's is then a sequence of its own)
+    odd = row(chiyoda, "A4", "2024-01-01", person(2), seq=1 if own_sequence else 2)
+    odd[column] = odd[column].translate(FULL_WIDTH)
+    first = [row(chiyoda, "A4", "2024-01-01", person(1), seq=1), odd]
+    later = [row(chiyoda, "A4", "2024-01-02", person(3), seq=2 if own_sequence else 3)]
+    got, _ = ingest_story(tmp_path, [first, later], calls=[1, 1])
+    assert _rules(got[0]) == {("batch1.csv", 2): "code-format"}
+    assert (got[0].applied, got[1].applied, got[1].rejected) == (1, 1, 0)
