@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -295,11 +295,13 @@ def plan_catch_up(
     rows_after: int,
     earlier: pl.DataFrame | None = None,
     covered: pl.Series | None = None,
+    stamped: Callable[[pl.DataFrame], pl.DataFrame] | None = None,
 ) -> CatchUp | None:
     """The derived rows from journal rows in memory (every batch after `rows_after`, up to
     `head`), their appended files written; None when the rows do not reach back to what a
     table lacks. Reads the journal only up to `rows_after` (with `earlier`, see current_rows):
-    an ingest plans while its own batches are still being committed."""
+    an ingest plans while its own batches are still being committed, and stamped. `stamped`
+    gives the current rows their batches' `recorded_at` (the rows may hold placeholders)."""
     versions = {name: store.reflected_batch(name) for name in CATCH_UP_TABLES}
     low = min(versions.values())
     if low >= head:
@@ -307,24 +309,30 @@ def plan_catch_up(
     if rows_after > low:
         return None
     builders: dict[str, tuple[Callable[[pl.DataFrame], pl.DataFrame], str]] = {
-        "codes": (code_rows, "append"),
         "current_delta": (
             lambda r: current_rows(store, r, upto=head, earlier=earlier, covered=covered,
                                    earlier_upto=rows_after), "append"
         ),
+        "codes": (code_rows, "append"),
         "positions": (lambda r: position_rows(store, r), "overwrite"),
         "held": (lambda r: held_rows(store, r), "overwrite"),
     }
-    frames = {
-        # (rows hold the batches after rows_after: a table reflecting that needs them all)
-        name: (build(rows if versions[name] <= rows_after
-                     else rows.filter(pl.col("batch") > versions[name])), mode)
-        for name, (build, mode) in builders.items()
-        if versions[name] < head
-    }
+    frames: dict[str, tuple[pl.DataFrame, str]] = {}
+    written: dict[str, Future[dict[str, Any]]] = {}
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="juki-derived") as pool:
-        written = {name: pool.submit(write_appended, store, name, frame)
-                   for name, (frame, mode) in frames.items() if mode == "append"}  # fmt: skip
+        for name, (build, mode) in builders.items():
+            if versions[name] >= head:
+                continue
+            # (rows hold the batches after rows_after: a table reflecting that needs them all)
+            frames[name] = (build(rows if versions[name] <= rows_after
+                                  else rows.filter(pl.col("batch") > versions[name])), mode)  # fmt: skip
+            if mode == "append" and name != "current_delta":
+                written[name] = pool.submit(write_appended, store, name, frames[name][0])
+        if "current_delta" in frames:  # stamped last: the other tables are made meanwhile
+            frame = frames["current_delta"][0]
+            frames["current_delta"] = (stamped(frame) if stamped else frame, "append")
+            written["current_delta"] = pool.submit(write_appended, store, "current_delta",
+                                                   frames["current_delta"][0])  # fmt: skip
         return CatchUp(head, frames, {name: w.result() for name, w in written.items()})
 
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import threading
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -104,6 +106,59 @@ def _merge_index(keys: np.ndarray, order: np.ndarray, values: np.ndarray, by_val
         out[i] = order[j] if j < n and keys[j] == v and v >= 0 else -1
 
 
+class _Stamps:
+    """The batches' `recorded_at`, taken in batch order by the threads writing their journal
+    files, each as its file's write begins: a batch is committed as soon as its file is written
+    and the batches before it are (SPEC §1: stamped just before its commit). Stamping a group's
+    batches all at once, before their files were written, ran the last ones seconds ahead."""
+
+    def __init__(self, stamp: Callable[[], dt.datetime], last_batch: int) -> None:
+        self._stamp = stamp
+        self._next = last_batch + 1  # the batch to be stamped next
+        self._taken: dict[int, dt.datetime] = {}
+        self._ready = threading.Condition()
+
+    def take(self, batch: int) -> dt.datetime:
+        """The batch's stamp, once every batch before it has one."""
+        with self._ready:
+            self._ready.wait_for(lambda: self._next >= batch)
+            if batch not in self._taken:
+                self._taken[batch] = self._stamp()
+                self._next = batch + 1
+                self._ready.notify_all()
+            return self._taken[batch]
+
+    def passed(self, batch: int) -> None:
+        """A batch stamped elsewhere (a file applied in parts)."""
+        with self._ready:
+            self._next = max(self._next, batch + 1)
+            self._ready.notify_all()
+
+    @staticmethod
+    def placeholder(batch: pl.Expr) -> pl.Expr:
+        """What stands for a batch's stamp until it is taken: `batch` µs after the epoch (the
+        rows in memory, and the current rows made from them, carry it)."""
+        return pl.from_epoch(batch, time_unit="us").dt.replace_time_zone("UTC")
+
+    def fill(self, frame: pl.DataFrame, last_batch: int) -> pl.DataFrame:
+        """`frame`'s `recorded_at` placeholders replaced by the stamps, once every batch up to
+        `last_batch` has one (other values are kept)."""
+        with self._ready:
+            self._ready.wait_for(lambda: self._next > last_batch)
+            batches, stamps = list(self._taken), list(self._taken.values())
+        if not batches:
+            return frame
+        at = pl.col("recorded_at")
+        stamp = at.dt.epoch("us").replace_strict(
+            batches, pl.Series(stamps).dt.cast_time_unit("us"), default=None
+        )
+        return frame.with_columns(recorded_at=pl.when(at < PLACEHOLDERS_END).then(stamp)
+                                  .otherwise(at))  # fmt: skip
+
+
+PLACEHOLDERS_END = dt.datetime(1970, 1, 2, tzinfo=dt.UTC)  # no real stamp is earlier
+
+
 class _CodeSpace:
     """Append-only dense ids for the codes of one kind seen by the session."""
 
@@ -167,6 +222,7 @@ class IngestSession:
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="juki-journal")
         self._pending: list[Future[None]] = []
         self._failed = False  # a commit failed: no later batch may be committed
+        self._stamps = _Stamps(self._stamp, self.last_batch)
         self._open: _OpenBatch | None = None  # a file applied in parts (apply_chunk)
         self._reset_state()
 
@@ -411,13 +467,12 @@ class IngestSession:
         for g, outcome, n in journal.group_by("_batch_of", "outcome").len().iter_rows():
             counts.setdefault(g, {})[outcome] = n
         first = self.last_batch + 1
-        stamps = [self._stamp() for _ in files]
         messages = [json.dumps({"sha256": sha256, **dict(sorted(counts.get(g, {}).items()))})
                     for g, (_, _, sha256) in enumerate(files)]  # fmt: skip
         of = pl.col("_batch_of")
         journal = journal.with_columns(
             batch=(of + first).cast(pl.Int64),
-            recorded_at=pl.lit(pl.Series(stamps)).dt.cast_time_unit("us").gather(of),
+            recorded_at=_Stamps.placeholder((of + first).cast(pl.Int64)),
             message=pl.when(pl.col("outcome") == "file")
             .then(pl.lit(pl.Series(messages)).gather(of))
             .otherwise(pl.col("message")),
@@ -435,8 +490,8 @@ class IngestSession:
             batch = first + g
             self.last_batch = batch
             metadata = {"juki_batch": str(batch), "juki_next_person": str(self.next_person),
-                        "juki_recorded_at": stamps[g].isoformat(), "juki_file": file}  # fmt: skip
-            self._submit(journal, order[int(ends[g]) : int(ends[g + 1])], metadata)
+                        "juki_file": file}  # fmt: skip
+            self._submit(journal, order[int(ends[g]) : int(ends[g + 1])], batch, metadata)
             mine = rejected.filter(pl.col("_batch_of") == g) if counts.get(g, {}).get(
                 "rejected") else rejected.clear()  # fmt: skip
             summaries.append(_summary_of(file, batch, counts.get(g, {}), _rejects(mine)))
@@ -477,6 +532,7 @@ class IngestSession:
         reflecting every batch before it."""
         self.checkpoint()
         self._open = _OpenBatch(file, sha256, self.last_batch + 1, self._stamp())
+        self._stamps.passed(self._open.batch)
 
     def apply_chunk(
         self, file: str, rows: pl.DataFrame, sha256: str, *, checked: pl.DataFrame | None,
@@ -665,21 +721,33 @@ class IngestSession:
             .cast({**dict(schema), "_batch_of": pl.Int32})  # type: ignore[dict-item]
         )
 
-    def _submit(self, journal: pl.DataFrame, rows: np.ndarray, metadata: dict[str, str]) -> None:
+    def _submit(
+        self, journal: pl.DataFrame, rows: np.ndarray, batch: int, metadata: dict[str, str]
+    ) -> None:
         """Commit a batch's journal rows (`rows` of `journal`, in order) as one Delta commit, in
-        the background: its file is written by one of two threads while the next batches are
-        computed and written, and the committer commits the batches in order, each once its
-        file is written."""
-        written = self._files.submit(_write_rows, self.store.table_path("journal"), journal, rows)
+        the background: its file is stamped and written by one of two threads while the next
+        batches are computed and written, and the committer commits the batches in order, each
+        once its file is written."""
+        written = self._files.submit(self._write_file, journal, rows, batch)
         self._pending.append(self._writer.submit(self._write, written, metadata))
 
-    def _write(self, written: Future[dict[str, Any]], metadata: dict[str, str]) -> None:
+    def _write_file(
+        self, journal: pl.DataFrame, rows: np.ndarray, batch: int
+    ) -> tuple[dict[str, Any], dt.datetime]:
+        """Stamp a batch and write its journal file (uncommitted): (add action, stamp)."""
+        stamp = self._stamps.take(batch)
+        return _write_rows(self.store.table_path("journal"), journal, rows, stamp), stamp
+
+    def _write(
+        self, written: Future[tuple[dict[str, Any], dt.datetime]], metadata: dict[str, str]
+    ) -> None:
         """Commit a batch once its file is written (the committer runs one at a time, in order)."""
         if self._failed:
             raise RuntimeError("an earlier journal commit failed")
         try:
-            deltalog.commit(self.store.table_path("journal"), self.journal_version + 1,
-                            [written.result()], metadata)  # fmt: skip
+            add, stamp = written.result()
+            deltalog.commit(self.store.table_path("journal"), self.journal_version + 1, [add],
+                            {**metadata, "juki_recorded_at": stamp.isoformat()})  # fmt: skip
         except BaseException:
             self._failed = True
             raise
@@ -724,6 +792,11 @@ class IngestSession:
         """Wait for the commits, catch the derived tables up, and start the in-memory state
         afresh (bounds memory on national-size loads). Returns the journal's last batch."""
         rows = pl.concat(self.journal_parts) if self.journal_parts else None
+        last = self.last_batch
+
+        def stamped(frame: pl.DataFrame) -> pl.DataFrame:
+            return self._stamps.fill(frame, last)
+
         earlier = pl.concat(self.histories, how="diagonal_relaxed") if self.histories else None
         if earlier is None and rows is not None:
             earlier = rows.clear()
@@ -734,11 +807,13 @@ class IngestSession:
             # uncommitted files only)
             plan = derived.plan_catch_up(self.store, self.last_batch, rows,
                                          rows_after=self.start_batch, earlier=earlier,
-                                         covered=self._history_known())  # fmt: skip
+                                         covered=self._history_known(),
+                                         stamped=stamped)  # fmt: skip
         self.wait_committed()
         if plan is not None:
             head = derived.apply_catch_up(self.store, plan)
         else:
+            rows = stamped(rows) if rows is not None else None
             head = derived.catch_up(self.store, rows, rows_after=self.start_batch,
                                     earlier=earlier, covered=self._history_known())  # fmt: skip
         self._reset_state()
@@ -837,9 +912,13 @@ def _counts(journal: pl.DataFrame) -> dict[str, int]:
     return dict(journal.group_by("outcome").len().iter_rows())
 
 
-def _write_rows(path: Path, journal: pl.DataFrame, rows: np.ndarray) -> dict[str, Any]:
-    """Write these rows of a group's journal rows as one journal file (uncommitted)."""
-    table = deltalog.arrow_table(journal[pl.Series(rows)], JOURNAL_SCHEMA)
+def _write_rows(
+    path: Path, journal: pl.DataFrame, rows: np.ndarray, stamp: dt.datetime
+) -> dict[str, Any]:
+    """Write these rows of a group's journal rows, stamped, as one journal file (uncommitted)."""
+    batch = journal[pl.Series(rows)].with_columns(
+        recorded_at=pl.lit(stamp).dt.cast_time_unit("us"))  # fmt: skip
+    table = deltalog.arrow_table(batch, JOURNAL_SCHEMA)
     return deltalog.write_file(path, table, encodings=JOURNAL_ENCODINGS)
 
 
