@@ -935,7 +935,7 @@ def main(argv: list[str] | None = None) -> None:
     except (Abort, KeyboardInterrupt):
         print("juki: interrupted", file=sys.stderr)
         code = 130
-    except BaseException as e:  # noqa: BLE001 - the one place a bug becomes one line
+    except BaseException as e:  # the one place a bug becomes one line
         # (Exception, and the panics of Rust libraries, which derive from BaseException)
         if isinstance(e, SystemExit | GeneratorExit):
             raise

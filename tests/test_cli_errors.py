@@ -86,7 +86,7 @@ def test_a_missing_table_exits_5_naming_it(site: Path, table: str) -> None:
 
 
 def test_an_unreadable_delta_log_exits_5_naming_the_table(site: Path) -> None:
-    log = sorted((site / "store" / "journal" / "_delta_log").glob("*.json"))[-1]
+    log = max((site / "store" / "journal" / "_delta_log").glob("*.json"))
     log.write_text("{not json\n", encoding="utf-8")
     result = run_juki("check", "--rules", "kana", "--store", "store", cwd=site)
     assert result.returncode == 5, result.stderr

@@ -4,6 +4,7 @@ increase, and the journal rows and the commit record the same stamp."""
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import threading
 import time
 from pathlib import Path
@@ -89,7 +90,7 @@ def _check_stamps_agree(store: Store) -> None:
             .sort("batch"))  # fmt: skip
     assert rows["n"].to_list() == [1] * rows.height
     stamps = rows["recorded_at"].to_list()
-    assert all(a < b for a, b in zip(stamps, stamps[1:], strict=False))
+    assert all(a < b for a, b in itertools.pairwise(stamps))
     logged = {int(c["juki_batch"]): dt.datetime.fromisoformat(c["juki_recorded_at"])
               for c in store.delta("journal").history() if c.get("juki_recorded_at")}  # fmt: skip
     assert {b: logged.get(b) for b in rows["batch"].to_list()} == dict(
