@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -28,6 +29,8 @@ from engine.provision import ProvisionBatch
 from engine.requests import record_request
 from engine.store import Store
 from loaders.outputs import OutputOptions, OutputWriter
+
+RECORDS_AHEAD = 2  # parts whose records may wait to be gathered
 
 
 @dataclass(frozen=True)
@@ -113,9 +116,13 @@ def provide(
             else:
                 kept.append(table)
 
-        # each part is written (Parquet encoding releases the GIL) while the next is computed
-        with ThreadPoolExecutor(1) as pool:
+        # each part is written (Parquet encoding releases the GIL) while the next is computed,
+        # and its records are gathered (packed and sorted) by another thread: on the computing
+        # thread they held up the next part (125 M region/age: 5.0-5.2 -> 4.7-5.0 s)
+        with ThreadPoolExecutor(1) as pool, \
+                ThreadPoolExecutor(1, thread_name_prefix="juki-records") as recorder:  # fmt: skip
             pending: Future[None] | None = None
+            gathering: deque[Future[None]] = deque()
             for done, (table, provided) in enumerate(result.all_parts(), start=2):
                 rows += table.height
                 prepared = writer.prepare(table) if writer is not None else table
@@ -123,8 +130,12 @@ def provide(
                     pending.result()
                 pending = pool.submit(consume, prepared)
                 if provided is not None:
-                    records.add(provided)
+                    while len(gathering) >= RECORDS_AHEAD:  # (memory: the parts waiting)
+                        gathering.popleft().result()
+                    gathering.append(recorder.submit(records.add, provided))
                 step(min(done, total - 2), total)
+            for gathered in gathering:
+                gathered.result()
             # the records are written while the last part is encoded; they still precede the
             # output's rename (a failure in between over-records: the safe side for an audit log)
             recorded = records.commit(store, grant, provided_at=now)
