@@ -28,8 +28,13 @@ class NativeStderr:
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
+        """Filter descriptor 2 from now on (nothing happens when it is closed: nothing to keep
+        clean, as under a scheduler that closed it)."""
         sys.stderr.flush()
-        self._original = os.dup(2)
+        try:
+            self._original = os.dup(2)
+        except OSError:
+            return
         read, write = os.pipe()
         os.dup2(write, 2)
         os.close(write)
