@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import pyarrow as pa
 
+from engine.codes import is_prefecture_code
 from engine.dates import JST
 from engine.errors import AccessRefused, InputRejected, UsageError
 from engine.schema import RECORD_COLUMNS
@@ -151,7 +152,7 @@ def parse_registry(path: str | Path) -> Registry:
         if scope == "national":
             prefecture = ""
         elif scope == "prefecture":
-            if not (len(prefecture) == 2 and prefecture.isascii() and prefecture.isdigit() and 1 <= int(prefecture) <= 47):
+            if not is_prefecture_code(prefecture):
                 raise InputRejected(f"{where}: prefecture '{prefecture}' must be 01–47")
         else:
             raise InputRejected(f"{where}: scope '{scope}' must be national or prefecture")

@@ -137,12 +137,10 @@ def subscribe_list(
 
     Example: juki subscribe list --json
     """
-    from engine.cli import out
+    from engine.cli import _existing_store, out
     from loaders.push import subscription_rows
 
-    existing = _store(store)
-    existing.require()
-    rows = [r for r in subscription_rows(existing) if all_ or r["removed_at"] is None]
+    rows = [r for r in subscription_rows(_existing_store(store)) if all_ or r["removed_at"] is None]
     if json_out:
         _json(rows)
         return 0

@@ -82,11 +82,16 @@ def with_check_digit(body: np.ndarray, kind: CodeKind) -> np.ndarray:
     return body * 10 + _CHECKERS[kind](body)
 
 
+def is_prefecture_code(text: str) -> bool:
+    """Two ASCII digits 01–47 (SPEC §2.3: a local government code's first two digits)."""
+    return len(text) == 2 and text.isascii() and text.isdigit() and 1 <= int(text) <= 47
+
+
 def is_valid(code: str, kind: CodeKind) -> bool:
     """Scalar check of one code as text: right width, digits only, check digit valid."""
     if len(code) != WIDTH[kind] or not code.isascii() or not code.isdigit():
         return False
-    if kind == "municipality_code" and not 1 <= int(code[:2]) <= 47:
+    if kind == "municipality_code" and not is_prefecture_code(code[:2]):
         return False
     return bool(check_digits_valid(np.array([int(code)]), kind)[0])
 

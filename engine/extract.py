@@ -24,7 +24,7 @@ import polars as pl
 
 from engine.access import Grant, in_scope, provided_columns, withhold
 from engine.age import age_expr, reached_on_expr
-from engine.codes import is_valid
+from engine.codes import is_prefecture_code, is_valid
 from engine.derived import COMPACT_PERSONS
 from engine.errors import UsageError
 from engine.history import person_slices
@@ -47,7 +47,7 @@ class Region:
 
     def check(self) -> None:
         for p in self.prefectures:
-            if not (len(p) == 2 and p.isascii() and p.isdigit() and 1 <= int(p) <= 47):
+            if not is_prefecture_code(p):
                 raise UsageError(f"--prefecture '{p}': not a prefecture code 01–47")
         for m in self.municipalities:
             if not is_valid(m, "municipality_code"):

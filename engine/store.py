@@ -90,8 +90,6 @@ class Store:
         """The first damage a quick look finds (a Delta log that cannot be read, or a data file
         it names that is missing or not Parquet by its magic bytes), else None. For a failure
         no rule foresaw: a damaged store is exit 5, not an internal error (SPEC §7)."""
-        from deltalake import DeltaTable
-
         if not self.path.is_dir():
             return None
         if self.exists():  # every table is created with the store
@@ -101,7 +99,7 @@ class Store:
         roots = sorted(p for p in self.path.iterdir() if (p / "_delta_log").is_dir())
         for root in roots:
             try:
-                files = DeltaTable(str(root)).file_uris()
+                files = self.delta(root.name).file_uris()
             except Exception as e:  # noqa: BLE001 - any failure to read the log is the damage
                 return f"{root}: its Delta log cannot be read ({_first_line(e)})"
             for name in files:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import polars as pl
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from stdnum.jp import in_ as stdnum_my_number
@@ -12,6 +13,7 @@ from engine.codes import (
     check_digit_expr,
     check_digits_valid,
     expected_check_digits,
+    is_prefecture_code,
     is_valid,
     with_check_digit,
 )
@@ -69,3 +71,12 @@ def test_polars_expression_matches_numpy(codes: list[int]) -> None:
         arr = np.array([c % top for c in codes], dtype=np.int64)
         expr = pl.DataFrame({"c": arr}).select(check_digit_expr(pl.col("c"), kind))  # type: ignore[arg-type]
         assert expr.to_series().to_list() == expected_check_digits(arr, kind).tolist()  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("text", "valid"),
+    [("01", True), ("13", True), ("47", True), ("00", False), ("48", False), ("1", False),
+     ("013", False), ("１３", False), ("1a", False)],
+)  # fmt: skip
+def test_a_prefecture_code_is_two_ascii_digits_01_to_47(text: str, valid: bool) -> None:
+    assert is_prefecture_code(text) is valid
