@@ -337,8 +337,9 @@ def _execute(invocation: Invocation, *, store: Store, log: Path, lock: JobLock) 
             juki_argv(invocation.args), cwd=invocation.cwd, env=juki_env(store),
             stdin=subprocess.DEVNULL, stderr=stderr, pass_fds=(lock.fd,),
         )  # fmt: skip
-        lock.note(child=child.pid)
         with _passing_sigterm(child):
+            # published once SIGTERM is passed on: who reads the child from the lock may signal
+            lock.note(child=child.pid)
             try:
                 code = child.wait()
             except KeyboardInterrupt:
