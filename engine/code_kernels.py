@@ -86,14 +86,28 @@ def parse_views_numpy(
 
 @njit(cache=True, nogil=True)
 def format_codes(values: np.ndarray, width: int) -> np.ndarray:
-    """The zero-padded decimal text of each value, `width` ASCII bytes per value, end to end
-    (the data buffer of an Arrow string array whose offsets step by `width`)."""
+    """The zero-padded decimal text of each value (non-negative), `width` ASCII bytes per value,
+    end to end (the data buffer of an Arrow string array whose offsets step by `width`).
+    Two digits per unsigned division (a national extract's 125 M records: 11 signed divisions
+    each took ~40 ns a code)."""
     out = np.empty(len(values) * width, dtype=np.uint8)
+    pairs = np.empty(200, dtype=np.uint8)  # "00", "01", … "99"
+    for i in range(100):
+        pairs[2 * i], pairs[2 * i + 1] = 48 + i // 10, 48 + i % 10
+    hundred = np.uint64(100)
     for row in range(len(values)):
-        v = values[row]
-        for i in range(width - 1, -1, -1):
-            out[row * width + i] = 48 + v % 10
-            v //= 10
+        v = np.uint64(values[row])
+        end = row * width + width
+        start = row * width
+        while end - start >= 2:
+            q = v // hundred
+            r = 2 * (v - q * hundred)
+            out[end - 1] = pairs[r + 1]
+            out[end - 2] = pairs[r]
+            v = q
+            end -= 2
+        if end > start:
+            out[start] = np.uint8(48) + np.uint8(v % np.uint64(10))
     return out
 
 

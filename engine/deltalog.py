@@ -114,6 +114,7 @@ def write_file(
     stats_of: pa.Table | None = None,
     plain_schema: bool = False,
     dictionary: list[str] | None = None,
+    write_batch_size: int | None = None,
     statistics: list[str] | None = None,
     encodings: dict[str, str] | None = None,
 ) -> dict[str, Any]:
@@ -125,7 +126,8 @@ def write_file(
     dictionary-encoded columns read back as the table's plain strings; `dictionary` names the
     columns to dictionary-encode (default: all), `statistics` those with row-group statistics
     (default: all but the free-text columns of `schema.UNPRUNED_TEXT`); `encodings` (column →
-    Parquet encoding) encodes those columns so instead of by dictionary. String-view columns
+    Parquet encoding) encodes those columns so instead of by dictionary; `write_batch_size`:
+    values per call into the encoders (pyarrow's default 1,024 when None). String-view columns
     (`arrow_table`) are written as Parquet strings, with no Arrow schema stored."""
     if statistics is None:
         statistics = [c for c in data.column_names if c not in UNPRUNED_TEXT]
@@ -145,7 +147,8 @@ def write_file(
                    store_schema=not plain_schema,
                    use_dictionary=True if dictionary is None else dictionary,
                    write_statistics=statistics,
-                   column_encoding=encoded or None)  # fmt: skip
+                   column_encoding=encoded or None,
+                   write_batch_size=write_batch_size)  # fmt: skip
     if stats_of is not None:
         known = json.loads(file_stats(stats_of, strings=True))
         known["numRecords"] = data.num_rows

@@ -16,6 +16,8 @@ import hashlib
 import io
 import json
 import os
+import queue
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -35,6 +37,7 @@ CP932_VARIANTS = str.maketrans({
     "\u00a3": "\uffe1", "\u00ac": "\uffe2", "\u2014": "\u2015",
 })  # fmt: skip
 GETA = "\u3013"  # 〓, written for a character CP932 lacks
+BUFFER = 8 << 20  # bytes of an output file collected natively before they reach Python
 
 
 @dataclass(frozen=True)
@@ -151,8 +154,8 @@ class _Encoder:
             # time and help no reader
             stats = [f.name for f in table.schema if not _is_text(f.type)
                      and not pa.types.is_list(f.type)]  # fmt: skip
-            self._parquet = pq.ParquetWriter(self.sink, table.schema, compression="snappy",
-                                             store_schema=False, write_statistics=stats)  # fmt: skip
+            self._parquet = pq.ParquetWriter(self.sink, table.schema, store_schema=False,
+                                             write_statistics=stats, **_layout(table.schema))  # fmt: skip
         self._parquet.write_table(table.cast(self._parquet.schema))
 
     def close(self) -> None:
@@ -160,26 +163,77 @@ class _Encoder:
             self._parquet.close()
 
 
+# Columns of one value per person: a dictionary is built, overflows and is dropped in every
+# column chunk. The codes' random digits gain ~30 % from Snappy at the cost of a third of a
+# national extract's encoding time (125 M rows: 3.0 → 3.6 GB for ~15 s less on one core).
+_UNIQUE_CODES = {"resident_code", "my_number"}
+_UNIQUE_TEXT = {"address", "previous_address"}
+
+
+def _layout(schema: pa.Schema) -> dict[str, Any]:
+    """ParquetWriter options per column (leaf paths: a list's is `name.list.element`)."""
+    paths = {f.name: f"{f.name}.list.element" if pa.types.is_list(f.type) else f.name
+             for f in schema}  # fmt: skip
+    return {
+        "compression": {p: "none" if n in _UNIQUE_CODES else "snappy" for n, p in paths.items()},
+        "use_dictionary": [p for n, p in paths.items() if n not in _UNIQUE_CODES | _UNIQUE_TEXT],
+        "write_batch_size": 1 << 16,  # values per call into the encoders (default 1,024)
+    }
+
+
 class _HashingFile:
-    """A write-only file that keeps the SHA-256 of what passes through it."""
+    """A write-only file that keeps the SHA-256 of what passes through it. The hashing and the
+    writing are done in order by a thread of its own, so the encoder goes on meanwhile (a
+    national extract: ~10 s of its 3.6 GB); `drain` waits for them and raises their error."""
 
     def __init__(self, file: Any) -> None:
         self.file, self.sha256 = file, hashlib.sha256()
         self.closed = False
+        self._position = 0
+        self._error: BaseException | None = None
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=4)  # ≤ 32 MiB waiting
+        self._thread = threading.Thread(target=self._run, name="juki-output", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (data := self._queue.get()) is not None:
+            try:
+                if self._error is None:
+                    self.file.write(data)
+                    self.sha256.update(data)
+            except BaseException as e:  # noqa: BLE001 - raised on the writer's thread by `drain`
+                self._error = e
+            finally:
+                self._queue.task_done()
+        self._queue.task_done()
+
+    def _check(self) -> None:
+        if self._error is not None:
+            raise self._error
 
     def write(self, data: Any) -> int:
-        self.file.write(data)
-        self.sha256.update(data)
-        return len(memoryview(data))
+        self._check()
+        chunk = bytes(data)  # (a view of Arrow's buffer is reused once this returns)
+        self._queue.put(chunk)
+        self._position += len(chunk)
+        return len(chunk)
 
     def tell(self) -> int:
-        return int(self.file.tell())
+        return self._position
 
     def flush(self) -> None:
-        self.file.flush()
+        self._queue.join()
+        self._check()
 
     def close(self) -> None:
         self.closed = True
+
+    def drain(self) -> None:
+        """Wait for every byte to be written and hashed, end the thread; raises its error."""
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+        self._check()
 
 
 class OutputWriter:
@@ -194,7 +248,11 @@ class OutputWriter:
         self._tmp = options.path.with_name(f".{options.path.name}.{os.getpid()}.tmp")
         self._file = open(self._tmp, "wb")  # noqa: SIM115 - closed by finish or abort
         self._hashing = _HashingFile(self._file)
-        self._encoder = _Encoder(self._hashing, options)
+        # Parquet pages reach Python (hash, file) 8 MiB at a time: one call per page (~100 k for
+        # a national extract, each taking the GIL) held the encoding thread for ~11 s of 90
+        self._stream = pa.BufferedOutputStream(pa.PythonFile(self._hashing, mode="w"), BUFFER)
+        self._encoder = _Encoder(self._stream if options.format == "parquet" else self._hashing,
+                                 options)  # fmt: skip
 
     def prepare(self, frame: pl.DataFrame) -> pl.DataFrame | pa.Table:
         """Convert a part for `write` (done by the caller's thread while `write` encodes the
@@ -205,12 +263,21 @@ class OutputWriter:
         self._encoder.write(frame)
         self.rows += frame.height if isinstance(frame, pl.DataFrame) else frame.num_rows
 
-    def finish(self, manifest: dict[str, Any]) -> Written:
-        """Close, fsync, rename into place, then the manifest the same way."""
+    def seal(self) -> None:
+        """Close and fsync the file under its temporary name (the output is complete and
+        durable, not yet published); `finish` does it when not done already."""
+        if self._file.closed:
+            return
         self._encoder.close()
+        self._stream.close()  # the last buffered bytes; closes only the hashing wrapper
+        self._hashing.drain()
         self._file.flush()
         os.fsync(self._file.fileno())
         self._file.close()
+
+    def finish(self, manifest: dict[str, Any]) -> Written:
+        """Seal, rename into place, then the manifest the same way."""
+        self.seal()
         os.replace(self._tmp, self.options.path)
         _fsync_directory(self.options.path.parent)
         digest = self._hashing.sha256.hexdigest()
@@ -223,6 +290,10 @@ class OutputWriter:
     def abort(self) -> None:
         with contextlib.suppress(Exception):
             self._encoder.close()
+        with contextlib.suppress(Exception):
+            self._stream.close()
+        with contextlib.suppress(BaseException):
+            self._hashing.drain()
         if not self._file.closed:
             self._file.close()
         self._tmp.unlink(missing_ok=True)

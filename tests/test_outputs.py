@@ -14,7 +14,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.errors import UsageError
-from loaders.outputs import CP932_VARIANTS, OutputOptions, encode_cp932, write_output
+from loaders.outputs import (
+    BUFFER,
+    CP932_VARIANTS,
+    OutputOptions,
+    OutputWriter,
+    encode_cp932,
+    write_output,
+)
 
 FRAME = pl.DataFrame(
     {
@@ -83,3 +90,40 @@ def test_the_same_rows_give_the_same_parquet_bytes(tmp_path: Path) -> None:
 def test_cp932_is_a_csv_encoding_only(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="--encoding cp932: only for --format csv"):
         OutputOptions(tmp_path / "x.parquet", "parquet", "cp932").check()
+
+
+def test_an_output_in_parts_hashes_every_byte_in_order(tmp_path: Path) -> None:
+    # parts far beyond the 8 MiB that reach the hashing thread at a time
+    n = 400_000
+    part = pl.DataFrame({
+        "resident_code": [f"{i:011d}" for i in range(n)],
+        "address": [f"東京都千代田区{i}" for i in range(n)],
+        "reasons": [["M1"]] * n,
+    })  # fmt: skip
+    options = OutputOptions(tmp_path / "big.parquet")
+    writer = OutputWriter(options)
+    for k in range(3):
+        writer.write(writer.prepare(part.with_columns(pl.col("address") + str(k))))
+    written = writer.finish({"request_id": "1"})
+    data = (tmp_path / "big.parquet").read_bytes()
+    assert len(data) > 2 * BUFFER
+    assert written.sha256 == hashlib.sha256(data).hexdigest()
+    assert json.loads(options.manifest_path.read_text())["sha256"] == written.sha256
+    back = pl.read_parquet(tmp_path / "big.parquet")
+    assert back.height == 3 * n and back["address"][-1] == f"東京都千代田区{n - 1}2"
+    assert back.schema["reasons"] == pl.List(pl.String)
+
+
+def test_a_failing_write_surfaces_and_leaves_no_file(tmp_path: Path) -> None:
+    options = OutputOptions(tmp_path / "out.parquet")
+    writer = OutputWriter(options)
+
+    def full(data: object) -> int:
+        raise OSError(28, "No space left on device")
+
+    writer._file.write = full  # type: ignore[method-assign]
+    writer.write(writer.prepare(FRAME))
+    with pytest.raises(OSError, match="No space left"):
+        writer.finish({"request_id": "1"})
+    writer.abort()
+    assert list(tmp_path.iterdir()) == []

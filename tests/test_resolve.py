@@ -7,7 +7,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 from builders import my_number, resident_code
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from read_oracle import well_formed
 
@@ -72,7 +72,10 @@ def test_a_series_of_several_chunks_parses_like_one(data: st.DataObject, kind: s
     assert got == [int(c) if well_formed(kind, c) else None for c in codes]
 
 
+@settings(deadline=None)  # the first example loads (or compiles) the numba kernel
 @given(st.lists(st.integers(0, 10**11 - 1), max_size=200), st.sampled_from([11, 12]))
+@example([0, 7, 10**11 - 1], 11)
+@example([10**12 - 1, 10**11, 1], 12)
 def test_formatting_codes_is_zero_padded_text_and_agrees_with_its_twin(
     values: list[int], width: int
 ) -> None:
