@@ -33,6 +33,7 @@ import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import polars as pl
 
 from engine.current import Generation, generations, in_range, newest_delta
@@ -230,14 +231,11 @@ def versions_on(
     ]).unique()  # fmt: skip
     # filters, not joins: one pass over the slice's rows, order kept, columns copied once
     late_set = late["person"].implode()
-    settled = pl.concat([
-        full.filter(~pl.col("person").is_in(newest["person"].implode())
-                    & ~pl.col("person").is_in(late_set)),
-        newest.filter(pl.col("version").is_not_null() & keep
-                      & ~pl.col("person").is_in(late_set)).select(wanted),
-    ])  # fmt: skip
+    newer = ~pl.col("person").is_in(newest["person"].implode())
+    settled_new = newest.filter(pl.col("version").is_not_null() & keep
+                                & ~pl.col("person").is_in(late_set)).select(wanted)  # fmt: skip
     if late.is_empty():
-        return settled
+        return _in_order(full.filter(newer), [settled_new])
     # the as-of rule over the rows since the base alone (an X1 of an older row matches none),
     # for the late persons (read for every person at once)
     assert reader.chosen is not None and reader.older_cancels is not None
@@ -246,21 +244,47 @@ def versions_on(
     cancels = reader.older_cancels
     rest = late.join(candidates.select("person"), on="person", how="anti")
     if undated and cancels.is_empty():  # every base row serves: no base read needed
-        from_base = full.filter(pl.col("person").is_in(rest["person"].implode()))
+        from_base = pl.col("person").is_in(rest["person"].implode())
         hard = pl.Series("person", [], pl.Int64)
     else:
         base_rows = (base.filter(pl.col("person").is_in(rest["person"].implode())).select(KEYS)
                      .collect().filter(pl.col("version").is_not_null()))  # fmt: skip
         usable = base_rows.filter(pl.col("change_date") <= date).join(
             cancels, on=["municipality_code", "seq"], how="anti")  # fmt: skip
-        from_base = full.filter(pl.col("person").is_in(usable["person"].implode()))
+        from_base = pl.col("person").is_in(usable["person"].implode())
         hard = base_rows.join(usable.select("person"), on="person", how="anti")["person"]
-    parts = [settled, candidates.filter(keep), from_base]
+    # the base's rows that serve (settled, or late with a usable base row) in one filter
+    kept = full.filter((newer & ~pl.col("person").is_in(late_set)) | from_base)
+    few = [settled_new, candidates.filter(keep)]
     if not hard.is_empty() and reader.corrected is not None:
-        parts.append(reader.corrected.filter(mine & pl.col("person").is_in(hard.implode()))
-                     .filter(keep))  # fmt: skip
+        few.append(reader.corrected.filter(mine & pl.col("person").is_in(hard.implode()))
+                   .filter(keep))  # fmt: skip
     elif not hard.is_empty():
         history = scan_history(store, upto_batch=reader.upto_batch).filter(
             mine & pl.col("person").is_in(hard.implode()))  # fmt: skip
-        parts.append(effective_on(history, date, wanted).filter(keep).collect())
-    return pl.concat(parts, how="vertical_relaxed")
+        few.append(effective_on(history, date, wanted).filter(keep).collect())
+    return _in_order(kept, few)
+
+
+def _in_order(base_rows: pl.DataFrame, few: list[pl.DataFrame]) -> pl.DataFrame:
+    """The base's rows (in person order: compaction writes them so) with the few others (the
+    delta's, the as-of corrections') put in place by person. A sort of the whole slice took
+    most of a national extract over an older base (125 M: ~45 s of both cores)."""
+    others = pl.concat([base_rows.clear(), *few], how="vertical_relaxed")
+    if others.is_empty():
+        return base_rows
+    if others.schema != base_rows.schema:
+        base_rows = base_rows.cast(others.schema)  # type: ignore[arg-type]
+    if not base_rows["person"].is_sorted():
+        return pl.concat([base_rows, others]).sort("person")
+    # one gather by an index made from where the others go (persons are unique across both):
+    # ~half the time of a sort, and a third of Polars' merge_sorted with its conversion to Arrow
+    others = others.sort("person")
+    mine = base_rows["person"].to_numpy()
+    at = np.searchsorted(mine, others["person"].to_numpy()) + np.arange(others.height)
+    index = np.empty(len(mine) + len(at), dtype=np.int64)
+    theirs = np.zeros(len(index), dtype=bool)
+    theirs[at] = True
+    index[~theirs] = np.arange(len(mine))
+    index[at] = np.arange(len(mine), len(index))
+    return pl.concat([base_rows, others], rechunk=True)[index]

@@ -401,3 +401,17 @@ def test_an_x1_since_the_base_cancels_a_base_row(
                                   protected_access=grant.protected_access)  # fmt: skip
         got, _ = extract.base_date(store, grant, date=dt.date.fromisoformat(day))
         assert got.sort("resident_code").to_dicts() == expected, day
+
+
+@given(st.sets(st.integers(0, 10_000), max_size=300), st.data())
+def test_the_few_rows_are_put_in_place_by_person(persons: set[int], data: st.DataObject) -> None:
+    """`_in_order` gives the slice's base rows and the few others in person order, every row
+    once, whatever the split (the output's order, on which byte-identical reruns rest)."""
+    everyone = sorted(persons)
+    few = data.draw(st.sets(st.sampled_from(everyone), max_size=len(everyone))) if everyone else set()
+    frame = pl.DataFrame({"person": everyone, "surname": [f"名{p}" for p in everyone]},
+                         schema={"person": pl.Int64, "surname": pl.String})  # fmt: skip
+    base = frame.filter(~pl.col("person").is_in(list(few)))
+    others = frame.filter(pl.col("person").is_in(list(few))).reverse()
+    halves = [others.head(others.height // 2), others.tail(others.height - others.height // 2)]
+    assert slices._in_order(base, halves).equals(frame)
