@@ -41,6 +41,8 @@ CLIENT = "juki"
 COMPRESSION = "lz4"
 
 
+CHECKPOINT_INTERVAL = 100  # commits between Delta checkpoints (delta-rs's default interval)
+
 def _stat_value(value: Any) -> Any:
     if isinstance(value, dt.datetime):
         return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

@@ -40,7 +40,7 @@ from engine.validate import validate_rows
 
 TEXT_COLUMNS = NOTIFICATION_COLUMNS
 ONE_MICROSECOND = dt.timedelta(microseconds=1)
-CHECKPOINT_INTERVAL = 100  # as delta-rs's default checkpointInterval
+CHECKPOINT_INTERVAL = deltalog.CHECKPOINT_INTERVAL
 
 
 @dataclass(frozen=True)

@@ -62,7 +62,7 @@ def counts(
     partial = []
     for person_range in person_slices(store, slice_persons or SLICE_PERSONS):
         frame = versions_on(store, reader, person_range=person_range,
-                            prefilter=registered).lazy().filter(registered)  # fmt: skip
+                            prefilter=registered, ordered=False).lazy().filter(registered)  # fmt: skip
         partial.append(
             (frame.with_columns(_band=band.cast(pl.Int32)).group_by(keys).agg(count=pl.len())
              if by else frame.select(count=pl.len())).collect()

@@ -414,4 +414,6 @@ def test_the_few_rows_are_put_in_place_by_person(persons: set[int], data: st.Dat
     base = frame.filter(~pl.col("person").is_in(list(few)))
     others = frame.filter(pl.col("person").is_in(list(few))).reverse()
     halves = [others.head(others.height // 2), others.tail(others.height - others.height // 2)]
-    assert slices._in_order(base, halves).equals(frame)
+    assert slices._in_order(base, halves, ordered=True).equals(frame)
+    unordered = slices._in_order(base, halves, ordered=False)
+    assert unordered.sort("person").equals(frame)

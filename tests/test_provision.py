@@ -161,3 +161,19 @@ def test_compaction_keeps_every_record_and_leaves_one_file_per_bucket_year(
     assert len(table.file_uris()) == 2  # two persons, two buckets
     assert audit_self(renamed, my_number(1), limit=100).records == before
     assert table.to_pyarrow_table().num_rows == 6
+
+
+def test_the_records_table_is_checkpointed_every_interval(
+    renamed: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One commit per request: without checkpoints every open of the table replays them all
+    (1,000 requests: 0.8 s per self-check before it reads a record)."""
+    from engine import deltalog
+
+    monkeypatch.setattr(deltalog, "CHECKPOINT_INTERVAL", 3)
+    ids = lookups(renamed, tmp_path, [dt.date(2024, 4, 1)] * 4)
+    log = renamed.table_path("provisions") / "_delta_log"
+    checkpoints = sorted(p.name for p in log.glob("*.checkpoint.parquet"))
+    assert checkpoints == [f"{3:020d}.checkpoint.parquet"]  # version 0 is the empty table
+    assert json.loads((log / "_last_checkpoint").read_text())["version"] == 3
+    assert [r["request_id"] for r in audit_self(renamed, my_number(2)).records] == ids[::-1]
