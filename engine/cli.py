@@ -8,6 +8,7 @@ progress go to stderr unless a command was asked to print them, JSON to stdout. 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import sys
@@ -891,9 +892,13 @@ def _store_named(args: list[str]) -> Path:
     return Path(os.environ.get("JUKI_STORE") or DEFAULT_STORE)
 
 
+_CANNOT_WRITE = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
+
+
 def _unforeseen(e: BaseException, args: list[str]) -> int:
     """An error no rule foresaw: exit 5 naming the file when the store turns out damaged
-    (a data file overwritten, a log unreadable: SPEC §7), else an internal error (70)."""
+    (a data file overwritten, a log unreadable: SPEC §7) or a disk is full or read-only (the
+    store unavailable), else an internal error (70)."""
     from engine.store import Store
 
     damage = None
@@ -901,6 +906,12 @@ def _unforeseen(e: BaseException, args: list[str]) -> int:
         damage = Store(_store_named(args)).damage()
     if damage is not None:
         print(f"juki: store damaged: {damage}", file=sys.stderr)
+        return StoreUnavailable.exit_code
+    if isinstance(e, OSError) and e.errno in _CANNOT_WRITE:
+        # a full or read-only disk: nothing half-written was committed (writes are atomic)
+        where = f" ({e.filename})" if e.filename else ""
+        print(f"juki: store unavailable: cannot write: {os.strerror(e.errno)}{where}; nothing "
+              "was committed", file=sys.stderr)  # fmt: skip
         return StoreUnavailable.exit_code
     first = str(e).strip().splitlines()[0] if str(e).strip() else ""
     print(f"juki: internal error: {type(e).__name__}: {first} (rerun with --debug)",

@@ -119,3 +119,30 @@ def test_native_panic_reports_are_kept_off_stderr_and_the_rest_passes() -> None:
     lines = result.stderr.splitlines()
     assert sorted(lines[:2]) == ["native line before", "python's own line"]
     assert lines[2:] == ["after stop"]
+
+
+@pytest.mark.parametrize("error", [
+    OSError(28, "Error writing bytes to file. Detail: [errno 28] No space left on device"),
+    OSError(30, "Read-only file system", "/srv/juki/store/provisions/x.parquet"),
+])  # fmt: skip
+def test_a_full_or_read_only_disk_is_the_store_unavailable(
+    error: OSError, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Exit 5 with one line (SPEC §7), not an internal error: the operator frees space and
+    reruns (writes are atomic, a re-run changes nothing twice)."""
+    from engine.cli import _unforeseen
+
+    Store(tmp_path / "store")
+    assert _unforeseen(error, ["--store", str(tmp_path / "store")]) == 5
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("juki: store unavailable: cannot write: ")
+    assert ("No space left on device" if error.errno == 28 else "Read-only file system") in lines[0]
+    if error.filename:
+        assert error.filename in lines[0]
+
+
+def test_other_errors_stay_internal(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from engine.cli import _unforeseen
+
+    assert _unforeseen(OSError(5, "Input/output error"), ["--store", str(tmp_path / "s")]) == 70
+    assert "internal error" in capsys.readouterr().err
