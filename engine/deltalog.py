@@ -40,8 +40,8 @@ CLIENT = "juki"
 # every page) for files ~12 % larger. DuckDB, Polars, Spark ≥ 3.3 and Trino read it.
 COMPRESSION = "lz4"
 
-
 CHECKPOINT_INTERVAL = 100  # commits between Delta checkpoints (delta-rs's default interval)
+
 
 def _stat_value(value: Any) -> Any:
     if isinstance(value, dt.datetime):

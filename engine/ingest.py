@@ -40,7 +40,6 @@ from engine.validate import validate_rows
 
 TEXT_COLUMNS = NOTIFICATION_COLUMNS
 ONE_MICROSECOND = dt.timedelta(microseconds=1)
-CHECKPOINT_INTERVAL = deltalog.CHECKPOINT_INTERVAL
 
 
 @dataclass(frozen=True)
@@ -821,11 +820,12 @@ class IngestSession:
 
     def finish(self) -> int:
         """Commit, catch the derived tables up, and write a Delta checkpoint of the journal's log
-        every CHECKPOINT_INTERVAL commits (readers then replay few log entries)."""
+        every `deltalog.CHECKPOINT_INTERVAL` commits (readers then replay few log entries)."""
         head = self.checkpoint()
         self._writer.shutdown()
         self._files.shutdown()
-        if self.journal_version // CHECKPOINT_INTERVAL > self.checkpointed_version // CHECKPOINT_INTERVAL:
+        every = deltalog.CHECKPOINT_INTERVAL
+        if self.journal_version // every > self.checkpointed_version // every:
             self.store.delta("journal").create_checkpoint()
         return head
 
