@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+import numpy as np
 import polars as pl
 
 from engine.access import Grant, in_scope, provided_columns, withhold
@@ -35,9 +36,8 @@ def lookup(
     needed = [*grant.output_columns, "resident_code", "prefecture_code", "version"]
     versions = as_of(store, date=date, upto_batch=upto_batch, persons=persons,
                      columns=list(dict.fromkeys(needed))).collect(engine="in-memory")  # fmt: skip
-    # Eager joins: Polars' streaming engine keeps the left order of a join far more slowly.
     joined = (
-        matched.join(versions, on="person", how="left", maintain_order="left")
+        _beside(matched, versions)
         .with_columns(_has_version=pl.col("version").is_not_null())
         .with_columns(found=pl.col("_has_version") & in_scope(grant))
         .with_columns(
@@ -59,3 +59,29 @@ def lookup(
         )  # (rows with no version have null columns already)
     shown = shown.select(*REQUEST_COLUMNS, *grant.output_columns).collect(engine="in-memory")
     return shown, provided
+
+
+def _beside(requests: pl.DataFrame, versions: pl.DataFrame) -> pl.DataFrame:
+    """`requests` with the columns of its person's row of `versions` beside each row (nulls:
+    no row), in the requests' order: a left join on `person`, by one gather.
+
+    The gather's index comes from both sides' persons sorted (a search of sorted keys walks
+    the array once; 10 M random keys took 7-20 s, each step a cache miss). Polars' left join
+    keeping the left order took 5.0-5.4 s for 10 M requests and 10 M versions.
+    """
+    if versions.is_empty():
+        return requests.join(versions, on="person", how="left")
+    versions = versions.rechunk()  # a gather over many chunks is far slower
+    by_person = versions["person"].arg_sort().to_numpy()
+    persons = versions["person"].to_numpy()[by_person]
+    wanted = requests["person"].fill_null(-1).to_numpy()
+    order = pl.Series(wanted).arg_sort().to_numpy()
+    asked = wanted[order]
+    at = np.minimum(np.searchsorted(persons, asked), len(persons) - 1)
+    hit = persons[at] == asked
+    index = np.full(len(wanted), -1, np.int64)
+    index[order[hit]] = by_person[at[hit]]
+    taken = pl.Series(index)
+    taken = pl.select(pl.when(taken >= 0).then(taken)).to_series().cast(pl.get_index_type())
+    columns = versions.drop("person").select(pl.all().gather(taken))
+    return pl.concat([requests, columns], how="horizontal")

@@ -189,3 +189,22 @@ def test_the_output_has_the_spec_columns_in_order_and_arrow_types(
     assert types == {"request_row": "int64", "found": "bool", "miss": "string",
                      "surname": "string", "birth_date": "date32[day]", "prefecture_code": "string",
                      "status": "int8", "protected": "bool"}  # fmt: skip
+
+
+@given(asked=st.lists(st.one_of(st.none(), st.integers(0, 30)), max_size=40),
+       held=st.sets(st.integers(0, 30), max_size=25), data=st.data())  # fmt: skip
+def test_versions_are_put_beside_their_requests_as_a_left_join_would(
+    asked: list[int | None], held: set[int], data: st.DataObject
+) -> None:
+    from engine.lookup import _beside
+
+    persons = data.draw(st.permutations(sorted(held)))
+    requests = pl.DataFrame({"request_row": range(len(asked)), "person": asked},
+                            schema={"request_row": pl.Int64, "person": pl.Int64})  # fmt: skip
+    # versions in several chunks, in any order (as an as-of read returns them)
+    halves = [persons[: len(persons) // 2], persons[len(persons) // 2 :]]
+    versions = pl.concat([pl.DataFrame({"person": h, "name": [f"n{p}" for p in h]},
+                                       schema={"person": pl.Int64, "name": pl.String})
+                          for h in halves], rechunk=False)  # fmt: skip
+    expected = requests.join(versions, on="person", how="left", maintain_order="left")
+    assert _beside(requests, versions).equals(expected)
