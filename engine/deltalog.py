@@ -63,6 +63,31 @@ def _ceil_ms(value: dt.datetime) -> dt.datetime:
 STRING_STAT_CHARS = 32  # longer strings: the minimum's prefix, no maximum (never a wrong skip)
 
 
+def _put(mins: dict[str, Any], maxs: dict[str, Any], name: str, lo: Any, hi: Any) -> None:
+    """A column's minimum and maximum as Delta statistics: timestamps widened to whole
+    milliseconds, long strings as a prefix minimum and no maximum."""
+    if isinstance(lo, str):
+        mins[name] = lo[:STRING_STAT_CHARS]
+        if len(hi) <= STRING_STAT_CHARS:
+            maxs[name] = hi
+        return
+    if isinstance(lo, dt.datetime):
+        lo, hi = _floor_ms(lo), _ceil_ms(hi)
+    mins[name], maxs[name] = _stat_value(lo), _stat_value(hi)
+
+
+def bounds_stats(rows: int, bounds: dict[str, tuple[Any, Any]]) -> str:
+    """Delta `stats` JSON of a file of `rows` rows with no nulls whose columns' minimum and
+    maximum the writer knows (`bounds`: column → (min, max)), by `file_stats`' rules: no
+    Arrow compute per column (a request's 256 small record files spent ~0.35 s in it)."""
+    mins: dict[str, Any] = {}
+    maxs: dict[str, Any] = {}
+    for name, (lo, hi) in bounds.items():
+        _put(mins, maxs, name, lo, hi)
+    return json.dumps({"numRecords": rows, "minValues": mins, "maxValues": maxs,
+                       "nullCount": dict.fromkeys(bounds, 0)}, separators=(",", ":"))  # fmt: skip
+
+
 def file_stats(table: pa.Table, *, strings: bool = False) -> str:
     """Delta `stats` JSON: row count, and min/max/null count of the integer, boolean, date and
     timestamp columns (what readers skip files on), and of the string columns when `strings`.
@@ -81,15 +106,7 @@ def file_stats(table: pa.Table, *, strings: bool = False) -> str:
         if column.null_count == len(column):
             continue
         lo, hi = pc.min_max(column).values()  # type: ignore[attr-defined]
-        lo, hi = lo.as_py(), hi.as_py()
-        if pa.types.is_timestamp(t):
-            lo, hi = _floor_ms(lo), _ceil_ms(hi)
-        if text:
-            mins[field.name] = lo[:STRING_STAT_CHARS]
-            if len(hi) <= STRING_STAT_CHARS:
-                maxs[field.name] = hi
-            continue
-        mins[field.name], maxs[field.name] = _stat_value(lo), _stat_value(hi)
+        _put(mins, maxs, field.name, lo.as_py(), hi.as_py())
     return json.dumps(
         {"numRecords": table.num_rows, "minValues": mins, "maxValues": maxs, "nullCount": nulls},
         separators=(",", ":"),
@@ -113,7 +130,7 @@ def write_file(
     *,
     row_group_size: int | None = None,
     partition: dict[str, Any] | None = None,
-    stats_of: pa.Table | None = None,
+    bounds: dict[str, tuple[Any, Any]] | None = None,
     plain_schema: bool = False,
     dictionary: list[str] | None = None,
     write_batch_size: int | None = None,
@@ -123,8 +140,8 @@ def write_file(
     """Write `data` as a new Parquet file of the table; returns its `add` action (uncommitted:
     readers see it only once a commit names it). `partition` (column → value, in the table's
     partition order) puts the file under `col=value/…`; `data` then lacks those columns.
-    `stats_of`: a small table of the same columns holding the data's minimum and maximum (with
-    string statistics), when the writer knows them; `plain_schema` stores no Arrow schema, so
+    `bounds` (column → (minimum, maximum), the data having no nulls): the statistics, with
+    the strings', when the writer knows them (`bounds_stats`); `plain_schema` stores no Arrow schema, so
     dictionary-encoded columns read back as the table's plain strings; `dictionary` names the
     columns to dictionary-encode (default: all), `statistics` those with row-group statistics
     (default: all but the free-text columns of `schema.UNPRUNED_TEXT`); `encodings` (column →
@@ -151,10 +168,8 @@ def write_file(
                    write_statistics=statistics,
                    column_encoding=encoded or None,
                    write_batch_size=write_batch_size)  # fmt: skip
-    if stats_of is not None:
-        known = json.loads(file_stats(stats_of, strings=True))
-        known["numRecords"] = data.num_rows
-        add_stats = json.dumps(known, separators=(",", ":"))
+    if bounds is not None:
+        add_stats = bounds_stats(data.num_rows, bounds)
     else:
         add_stats = file_stats(data)
     return {

@@ -10,8 +10,10 @@ from pathlib import Path
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
+import hypothesis.strategies as st
 import pytest
 from deltalake import DeltaTable, write_deltalake
+from hypothesis import given
 
 from engine import deltalog
 
@@ -101,3 +103,25 @@ def test_row_group_statistics_skip_the_free_text_columns_and_keep_the_keys(tmp_p
     assert stats["surname"] is None and stats["address"] is None
     assert (stats["person"].min, stats["person"].max) == (1, 3)
     assert stats["resident_code"].min == "00000000019"
+
+
+@given(
+    code=st.tuples(st.integers(0, 10**11 - 1), st.integers(0, 10**11 - 1)).map(sorted),
+    text=st.tuples(st.text(max_size=40), st.text(max_size=40)).map(sorted),
+    at=st.datetimes(timezones=st.just(dt.UTC)),
+    born=st.dates(),
+    batch=st.integers(-(2**62), 2**62),
+)
+def test_known_bounds_give_the_statistics_the_columns_would(
+    code: list[int], text: list[str], at: dt.datetime, born: dt.date, batch: int
+) -> None:
+    """`bounds_stats` (what the provision records' writer knows) says what `file_stats`
+    computes from the same minimum and maximum rows."""
+    bounds = {"code": (f"{code[0]:011d}", f"{code[1]:011d}"), "name": (text[0], text[1]),
+              "at": (at, at), "born": (born, born), "batch": (batch, batch)}  # fmt: skip
+    table = pa.table({
+        "code": [v for v in bounds["code"]], "name": list(bounds["name"]),
+        "at": pa.array([at, at], pa.timestamp("us", tz="UTC")),
+        "born": pa.array([born, born], pa.date32()), "batch": [batch, batch],
+    })  # fmt: skip
+    assert deltalog.bounds_stats(2, bounds) == deltalog.file_stats(table, strings=True)
