@@ -7,10 +7,10 @@ import datetime as dt
 import json
 from pathlib import Path
 
+import hypothesis.strategies as st
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
-import hypothesis.strategies as st
 import pytest
 from deltalake import DeltaTable, write_deltalake
 from hypothesis import given
