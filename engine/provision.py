@@ -12,6 +12,7 @@ rewrites a bucket-year's small files into sorted ones (same rows; Delta `optimiz
 from __future__ import annotations
 
 import datetime as dt
+import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -234,9 +235,12 @@ _BUCKET_SHIFT = _CODE_BITS + _INDEX_BITS
 _RECORD_ROWS_PER_GROUP = 65_536  # row groups a self-check skips by resident_code statistics
 
 
-# From this many records a request's codes are formatted by the numba kernel; below, by NumPy:
+# From this many records a request's codes are formatted by the numba kernel; below, by Arrow:
 # the kernel's first load (~0.35 s with numba's import) was most of a 3 M-record commit.
 FORMAT_KERNEL_ROWS = 5_000_000
+# Records gathered that a streaming request writes as files before its end (one file per bucket
+# each time, 16 M records: ~1.6 s of one core).
+FLUSH_RECORDS = 1 << 24
 
 
 class ProvisionBatch:
@@ -245,13 +249,19 @@ class ProvisionBatch:
     sorted by resident_code, in ONE commit.
 
     Each part's records are packed into int64 keys (bucket, code, column-list index) and sorted
-    as they come; `commit` takes each bucket's range of every part, sorts it, and writes it with
+    as they come; writing takes each bucket's range of every part, sorts it, and writes it with
     Arrow buffers built directly (digits, dictionary-encoded constants): 125 M records never exist
-    as strings at once."""
+    as strings at once. A large request's records may be written while it streams (`take`, then
+    `write` on another thread: a file per bucket each time, invisible until `commit` names them
+    all in its one commit); a national extract's commit was a 16 s tail after its last part."""
 
     def __init__(self) -> None:
         self._chunks: list[np.ndarray] = []
         self._lists: dict[str, int] = {}  # column list (comma-separated) → index
+        self._written: list[dict[str, Any]] = []  # files written, not committed (add actions)
+        self._paths: list[str] = []  # their paths, each as soon as it is written (`discard`)
+        self._count = 0  # records in those files
+        self._lock = threading.Lock()  # (`write` may run on two threads at once)
 
     def add(self, provided: pl.DataFrame) -> None:
         """Gather the records of provided rows (`provided`: `resident_code`, `columns`)."""
@@ -280,17 +290,28 @@ class ProvisionBatch:
             self._lists[columns] = len(self._lists)
         return self._lists[columns]
 
-    def commit(self, store: Store, grant: Grant, *, provided_at: dt.datetime) -> int:
-        """Write and commit every gathered record; returns how many."""
+    @property
+    def waiting(self) -> int:
+        """Records gathered and not yet taken."""
+        return sum(len(c) for c in self._chunks)
+
+    def take(self) -> list[np.ndarray]:
+        """The records gathered so far, for `write` (they are no longer waiting)."""
+        chunks, self._chunks = self._chunks, []
+        return chunks
+
+    def write(self, store: Store, grant: Grant, chunks: list[np.ndarray], *,
+              provided_at: dt.datetime, threads: int = 1) -> None:  # fmt: skip
+        """Write taken records as files of the table, a file per bucket (`threads` at once);
+        `commit` names them. Writes of different takes may run at the same time."""
         from concurrent.futures import ThreadPoolExecutor
 
         from engine import deltalog
         from engine.appends import ensure_table
 
-        chunks, self._chunks = self._chunks, []
         total = sum(len(c) for c in chunks)
         if total == 0:
-            return 0
+            return
         starts = np.arange(BUCKETS + 1, dtype=np.int64) << _BUCKET_SHIFT
         bounds = [np.searchsorted(c, starts) for c in chunks]
         year = provided_at.astimezone(dt.UTC).year
@@ -298,17 +319,18 @@ class ProvisionBatch:
         names = list(self._lists)
         constants = {"agency": grant.agency.code, "affair": grant.affair.code,
                      "function": grant.function, "request_id": grant.request_id}  # fmt: skip
+        kernel = self._count + total >= FORMAT_KERNEL_ROWS
         root = store.table_path("provisions")
         ensure_table(root, PROVISIONS_SCHEMA, ["bucket", "year"])
 
-        def write(bucket: int) -> dict[str, Any] | None:
+        def one(bucket: int) -> dict[str, Any] | None:
             pieces = [c[b[bucket]:b[bucket + 1]] for c, b in zip(chunks, bounds, strict=True)]
             keys = np.sort(np.concatenate(pieces))
             if len(keys) == 0:
                 return None
             codes = (keys >> _INDEX_BITS) & ((1 << _CODE_BITS) - 1)
             table = _record_table(codes, keys & ((1 << _INDEX_BITS) - 1), names, micros,
-                                  constants, kernel=total >= FORMAT_KERNEL_ROWS)  # fmt: skip
+                                  constants, kernel=kernel)  # fmt: skip
             present = np.bincount(keys & 0xFF, minlength=len(names)) > 0
             used = sorted(n for n, p in zip(names, present, strict=False) if p)
             extremes = {  # the first and last values: the file's statistics
@@ -318,17 +340,37 @@ class ProvisionBatch:
                 "columns": (used[0], used[-1]),
                 "request_id": (constants["request_id"],) * 2,
             }
-            return deltalog.write_file(root, table, partition={"bucket": bucket, "year": year},
-                                       row_group_size=_RECORD_ROWS_PER_GROUP,
-                                       bounds=extremes, plain_schema=True,
-                                       dictionary=list(constants) + ["columns", "provided_at"],
-                                       statistics=["resident_code"],
-                                       write_batch_size=1 << 16)  # fmt: skip
+            add = deltalog.write_file(root, table, partition={"bucket": bucket, "year": year},
+                                      row_group_size=_RECORD_ROWS_PER_GROUP,
+                                      bounds=extremes, plain_schema=True,
+                                      dictionary=list(constants) + ["columns", "provided_at"],
+                                      statistics=["resident_code"],
+                                      write_batch_size=1 << 16)  # fmt: skip
+            self._paths.append(add["path"])
+            return add
 
-        with ThreadPoolExecutor(2) as pool:
-            adds = [a for a in pool.map(write, range(BUCKETS)) if a is not None]
-        commit_appends(root, adds)
+        with ThreadPoolExecutor(threads) as pool:
+            adds = list(pool.map(one, range(BUCKETS)))
+        with self._lock:
+            self._written += [a for a in adds if a is not None]  # (in bucket order)
+            self._count += total
+
+    def commit(self, store: Store, grant: Grant, *, provided_at: dt.datetime) -> int:
+        """Write the records still waiting and commit every file written; returns how many
+        records."""
+        self.write(store, grant, self.take(), provided_at=provided_at, threads=2)
+        if not self._written:
+            return 0
+        commit_appends(store.table_path("provisions"), self._written)
+        total, self._written, self._paths, self._count = self._count, [], [], 0
         return total
+
+    def discard(self, store: Store) -> None:
+        """Remove the files written and not committed (a failed request's)."""
+        root = store.table_path("provisions")
+        paths, self._written, self._paths, self._count = self._paths, [], [], 0
+        for path in paths:
+            (root / path).unlink(missing_ok=True)
 
 
 def _record_table(

@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.errors import UsageError
+from loaders import outputs
 from loaders.outputs import (
     BUFFER,
     CP932_VARIANTS,
@@ -92,8 +93,14 @@ def test_cp932_is_a_csv_encoding_only(tmp_path: Path) -> None:
         OutputOptions(tmp_path / "x.parquet", "parquet", "cp932").check()
 
 
-def test_an_output_in_parts_hashes_every_byte_in_order(tmp_path: Path) -> None:
-    # parts far beyond the 8 MiB that reach the hashing thread at a time
+@pytest.mark.parametrize("writeback", [None, 1], ids=["default", "writeback-each-write"])
+def test_an_output_in_parts_hashes_every_byte_in_order(
+    tmp_path: Path, writeback: int | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # parts far beyond the 8 MiB that reach the hashing thread at a time (and the disk's
+    # writeback started after every write)
+    if writeback is not None:
+        monkeypatch.setattr(outputs, "WRITEBACK", writeback)
     n = 400_000
     part = pl.DataFrame({
         "resident_code": [f"{i:011d}" for i in range(n)],

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import polars as pl
@@ -177,3 +178,62 @@ def test_the_records_table_is_checkpointed_every_interval(
     assert checkpoints == [f"{3:020d}.checkpoint.parquet"]  # version 0 is the empty table
     assert json.loads((log / "_last_checkpoint").read_text())["version"] == 3
     assert [r["request_id"] for r in audit_self(renamed, my_number(2)).records] == ids[::-1]
+
+
+def _streamed(parts: int, fail_after: int | None = None) -> provide.Provision:
+    """A streamed result of `parts` parts, each providing both persons' rows (and raising
+    after `fail_after` parts)."""
+    codes = [resident_code(10), resident_code(2)]
+
+    def each() -> Iterator[tuple[pl.DataFrame, pl.DataFrame]]:
+        for i in range(parts):
+            if i == fail_after:
+                raise OSError("the disk went away")
+            yield (pl.DataFrame({"resident_code": codes}),
+                   pl.DataFrame({"resident_code": codes, "columns": ["resident_code"] * 2}))
+    return provide.Provision.streamed(each(), parts)
+
+
+def _provide(store: Store, tmp_path: Path, result: provide.Provision) -> provide.ProvideSummary:
+    return provide.provide(store, agency="JPS", affair="pension-change", function="lookup",
+                           columns=None, parameters={}, now=NOW, compute=lambda grant: result,
+                           output=requester("JPS", "pension-change", tmp_path / "o.parquet").output)  # fmt: skip
+
+
+def _parquet_files(store: Store) -> set[str]:
+    root = store.table_path("provisions")
+    return {str(p.relative_to(root)) for p in root.rglob("*.parquet")}
+
+
+def test_a_large_requests_records_written_while_it_streams_are_one_commit(
+    renamed: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(provide, "FLUSH_RECORDS", 3)  # written after every second part
+    lookups(renamed, tmp_path, [dt.date(2024, 4, 1)])
+    before = DeltaTable(str(renamed.table_path("provisions"))).version()
+    summary = _provide(renamed, tmp_path, _streamed(5))
+    table = DeltaTable(str(renamed.table_path("provisions")))
+    assert (summary.recorded, table.version()) == (10, before + 1)
+    mine = [r for r in audit_self(renamed, my_number(1), limit=100).records
+            if r["request_id"] == summary.request_id]  # fmt: skip
+    assert len(mine) == 5
+    # three writes (after parts 2 and 4, the rest at the end): three files per bucket
+    code = resident_code(10)
+    files = table.file_uris(file_pruning_predicate=f"bucket = {bucket_of(code)}")
+    assert len(files) == 1 + 3
+    assert _parquet_files(renamed) == {a for a in table.get_add_actions(flatten=True)
+                                       .column("path").to_pylist()}  # fmt: skip
+
+
+def test_a_failed_request_leaves_no_records_and_no_files_written_while_it_streamed(
+    renamed: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(provide, "FLUSH_RECORDS", 3)
+    lookups(renamed, tmp_path, [dt.date(2024, 4, 1)])
+    before = DeltaTable(str(renamed.table_path("provisions"))).version()
+    files = _parquet_files(renamed)
+    with pytest.raises(OSError, match="the disk went away"):
+        _provide(renamed, tmp_path, _streamed(9, fail_after=7))
+    assert DeltaTable(str(renamed.table_path("provisions"))).version() == before
+    assert _parquet_files(renamed) == files
+    assert not (tmp_path / "o.parquet").exists()
