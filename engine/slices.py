@@ -237,7 +237,7 @@ def versions_on(
     settled_new = newest.filter(pl.col("version").is_not_null() & keep
                                 & ~pl.col("person").is_in(late_set)).select(wanted)  # fmt: skip
     if late.is_empty():
-        return _in_order(full.filter(newer), [settled_new], ordered=ordered)
+        return _in_order(full, [settled_new], ordered=ordered, keep=newer)
     # the as-of rule over the rows since the base alone (an X1 of an older row matches none),
     # for the late persons (read for every person at once)
     assert reader.chosen is not None and reader.older_cancels is not None
@@ -255,8 +255,8 @@ def versions_on(
             cancels, on=["municipality_code", "seq"], how="anti")  # fmt: skip
         from_base = pl.col("person").is_in(usable["person"].implode())
         hard = base_rows.join(usable.select("person"), on="person", how="anti")["person"]
-    # the base's rows that serve (settled, or late with a usable base row) in one filter
-    kept = full.filter((newer & ~pl.col("person").is_in(late_set)) | from_base)
+    # the base's rows that serve: settled, or late with a usable base row
+    kept = (newer & ~pl.col("person").is_in(late_set)) | from_base
     few = [settled_new, candidates.filter(keep)]
     if not hard.is_empty() and reader.corrected is not None:
         few.append(reader.corrected.filter(mine & pl.col("person").is_in(hard.implode()))
@@ -265,30 +265,38 @@ def versions_on(
         history = scan_history(store, upto_batch=reader.upto_batch).filter(
             mine & pl.col("person").is_in(hard.implode()))  # fmt: skip
         few.append(effective_on(history, date, wanted).filter(keep).collect())
-    return _in_order(kept, few, ordered=ordered)
+    return _in_order(full, few, ordered=ordered, keep=kept)
 
 
-def _in_order(base_rows: pl.DataFrame, few: list[pl.DataFrame], *, ordered: bool) -> pl.DataFrame:
-    """The base's rows (in person order: compaction writes them so) with the few others (the
-    delta's, the as-of corrections') put in place by person. A sort of the whole slice took
-    most of a national extract over an older base (125 M: ~45 s of both cores)."""
+def _in_order(base_rows: pl.DataFrame, few: list[pl.DataFrame], *, ordered: bool,
+              keep: pl.Expr | None = None) -> pl.DataFrame:  # fmt: skip
+    """The base's rows that `keep` keeps (default: all; in person order: compaction writes them
+    so) with the few others (the delta's, the as-of corrections') put in place by person. A
+    sort of the whole slice took most of a national extract over an older base (125 M: ~45 s
+    of both cores); filtering the base's rows first copied every row once more."""
     others = pl.concat([base_rows.clear(), *few], how="vertical_relaxed")
-    if others.is_empty():
-        return base_rows
-    if not ordered:
-        return pl.concat([base_rows, others], how="vertical_relaxed")
+    mask = None if keep is None else base_rows.select(keep.fill_null(False)).to_series()
+    if mask is not None and mask.all():
+        mask = None
+    if others.is_empty() or not ordered:
+        kept = base_rows if mask is None else base_rows.filter(mask)
+        return kept if others.is_empty() else pl.concat([kept, others], how="vertical_relaxed")
     if others.schema != base_rows.schema:
         base_rows = base_rows.cast(others.schema)  # type: ignore[arg-type]
     if not base_rows["person"].is_sorted():
-        return pl.concat([base_rows, others]).sort("person")
-    # one gather by an index made from where the others go (persons are unique across both):
-    # ~half the time of a sort, and a third of Polars' merge_sorted with its conversion to Arrow
+        kept = base_rows if mask is None else base_rows.filter(mask)
+        return pl.concat([kept, others]).sort("person")
+    # one gather by an index made from where the others go among the kept rows (persons are
+    # unique across both): ~half the time of a sort, a third of Polars' merge_sorted with its
+    # conversion to Arrow
     others = others.sort("person")
-    mine = base_rows["person"].to_numpy()
+    positions = (np.arange(base_rows.height) if mask is None
+                 else np.flatnonzero(mask.to_numpy()))  # fmt: skip
+    mine = base_rows["person"].to_numpy()[positions]
     at = np.searchsorted(mine, others["person"].to_numpy()) + np.arange(others.height)
     index = np.empty(len(mine) + len(at), dtype=np.int64)
     theirs = np.zeros(len(index), dtype=bool)
     theirs[at] = True
-    index[~theirs] = np.arange(len(mine))
-    index[at] = np.arange(len(mine), len(index))
+    index[~theirs] = positions
+    index[at] = np.arange(base_rows.height, base_rows.height + others.height)
     return pl.concat([base_rows, others], rechunk=True)[index]

@@ -417,3 +417,13 @@ def test_the_few_rows_are_put_in_place_by_person(persons: set[int], data: st.Dat
     assert slices._in_order(base, halves, ordered=True).equals(frame)
     unordered = slices._in_order(base, halves, ordered=False)
     assert unordered.sort("person").equals(frame)
+    # the base as read: a row for everyone (stale for the few), and some persons dropped
+    # (no version on the date); `keep` leaves out the few's and the dropped persons' rows
+    gone = data.draw(st.sets(st.sampled_from(everyone), max_size=3)) - few if everyone else set()
+    read = frame.with_columns(pl.when(pl.col("person").is_in(list(few))).then(pl.lit("古"))
+                              .otherwise(pl.col("surname")).alias("surname"))  # fmt: skip
+    keep = ~pl.col("person").is_in(list(few | gone))
+    expected = frame.filter(~pl.col("person").is_in(list(gone)))
+    assert slices._in_order(read, halves, ordered=True, keep=keep).equals(expected)
+    unordered = slices._in_order(read, halves, ordered=False, keep=keep)
+    assert unordered.sort("person").equals(expected)
