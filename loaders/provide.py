@@ -43,12 +43,14 @@ class Provision:
     provided: pl.DataFrame | None
     parts: Iterable[tuple[pl.DataFrame, pl.DataFrame | None]] | None = None
     count: int = 1
+    scattered: bool = False  # rows gathered from all over memory (written from a copy)
 
     @staticmethod
     def streamed(
-        parts: Iterable[tuple[pl.DataFrame, pl.DataFrame | None]], count: int
-    ) -> Provision:
-        return Provision(None, None, parts, count)
+        parts: Iterable[tuple[pl.DataFrame, pl.DataFrame | None]], count: int,
+        *, scattered: bool = False,
+    ) -> Provision:  # fmt: skip
+        return Provision(None, None, parts, count, scattered)
 
     def all_parts(self) -> Iterable[tuple[pl.DataFrame, pl.DataFrame | None]]:
         if self.parts is not None:
@@ -136,7 +138,8 @@ def provide(
             gathering: deque[Future[None]] = deque()
             for done, (table, provided) in enumerate(result.all_parts(), start=2):
                 rows += table.height
-                prepared = writer.prepare(table) if writer is not None else table
+                prepared = (writer.prepare(table, contiguous=result.scattered)
+                            if writer is not None else table)  # fmt: skip
                 if pending is not None:
                     pending.result()
                 pending = pool.submit(consume, prepared)

@@ -57,7 +57,7 @@ def run_lookup(
     known_at: dt.datetime | None = None,
 ) -> ProvideSummary:
     """`juki lookup FILE`: one row per request row, in order (SPEC §5)."""
-    from engine.lookup import lookup
+    from engine.lookup import lookup_parts
 
     _require_file(path)
     parameters = {**_common(who, known_at), "file": str(path), "as_of": as_of.isoformat()}
@@ -65,9 +65,9 @@ def run_lookup(
     def compute(grant: Grant) -> Provision:
         request = read_request(path)
         upto = _bound(store, known_at)
-        table, provided = lookup(store, request.codes, request.kind, grant, date=as_of,
-                                 upto_batch=upto)  # fmt: skip
-        return Provision(table, provided)
+        parts, count = lookup_parts(store, request.codes, request.kind, grant, date=as_of,
+                                    upto_batch=upto)  # fmt: skip
+        return Provision.streamed(parts, count, scattered=True)
 
     return provide(store, agency=who.agency, affair=who.affair, function="lookup",
                    columns=who.columns, parameters=parameters, output=who.output, now=who.now,

@@ -28,6 +28,7 @@ from read_oracle import History
 from read_oracle import lookup as oracle_lookup
 from stories import Story, ingest_at, ingest_story, property_settings, stories
 
+import engine.lookup
 from engine.access import authorize
 from engine.lookup import lookup
 from engine.resolve import known_batch
@@ -107,9 +108,12 @@ def two_persons(tmp_path: Path) -> Store:
     return store
 
 
+@pytest.mark.parametrize("part_rows", [None, 1, 3], ids=["one-part", "parts-of-1", "parts-of-3"])
 def test_a_retired_code_finds_its_person_and_the_answer_keeps_request_order(
-    two_persons: Store, tmp_path: Path
+    two_persons: Store, tmp_path: Path, part_rows: int | None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    if part_rows is not None:  # the answer assembled and written in parts of request rows
+        monkeypatch.setattr(engine.lookup, "PART_ROWS", part_rows)
     request = write_request(tmp_path / "req.csv", "resident_code",
                             [resident_code(2), "123", resident_code(1), resident_code(2)])  # fmt: skip
     out = tmp_path / "out" / "answer.parquet"
@@ -196,15 +200,13 @@ def test_the_output_has_the_spec_columns_in_order_and_arrow_types(
 def test_versions_are_put_beside_their_requests_as_a_left_join_would(
     asked: list[int | None], held: set[int], data: st.DataObject
 ) -> None:
-    from engine.lookup import _beside
+    from engine.lookup import _version_of
 
     persons = data.draw(st.permutations(sorted(held)))
     requests = pl.DataFrame({"request_row": range(len(asked)), "person": asked},
                             schema={"request_row": pl.Int64, "person": pl.Int64})  # fmt: skip
-    # versions in several chunks, in any order (as an as-of read returns them)
-    halves = [persons[: len(persons) // 2], persons[len(persons) // 2 :]]
-    versions = pl.concat([pl.DataFrame({"person": h, "name": [f"n{p}" for p in h]},
-                                       schema={"person": pl.Int64, "name": pl.String})
-                          for h in halves], rechunk=False)  # fmt: skip
+    versions = pl.DataFrame({"person": persons, "name": [f"n{p}" for p in persons]},
+                            schema={"person": pl.Int64, "name": pl.String})  # fmt: skip
     expected = requests.join(versions, on="person", how="left", maintain_order="left")
-    assert _beside(requests, versions).equals(expected)
+    beside = versions.drop("person").select(pl.all().gather(_version_of(requests, versions)))
+    assert pl.concat([requests, beside], how="horizontal").equals(expected)

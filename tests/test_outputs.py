@@ -88,6 +88,18 @@ def test_the_same_rows_give_the_same_parquet_bytes(tmp_path: Path) -> None:
     assert pl.read_parquet(tmp_path / "a.parquet").equals(FRAME)
 
 
+def test_rows_written_from_a_contiguous_copy_give_the_same_bytes(tmp_path: Path) -> None:
+    """A lookup's scattered rows are encoded from a copy of their text: same file."""
+    hashes = []
+    for contiguous in (False, True):
+        writer = OutputWriter(OutputOptions(tmp_path / f"{contiguous}.parquet"))
+        for k in range(2):
+            part = FRAME.with_columns(pl.col(pl.String) + str(k)).reverse()
+            writer.write(writer.prepare(part, contiguous=contiguous))
+        hashes.append(writer.finish({"request_id": "1"}).sha256)
+    assert hashes[0] == hashes[1]
+
+
 def test_cp932_is_a_csv_encoding_only(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="--encoding cp932: only for --format csv"):
         OutputOptions(tmp_path / "x.parquet", "parquet", "cp932").check()
