@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -28,17 +29,10 @@ PART_ROWS = 1 << 20  # request rows per part of the answer
 Part = tuple[pl.DataFrame, pl.DataFrame]
 
 
-def lookup(
-    store: Store,
-    request: pl.DataFrame,
-    kind: CodeColumn,
-    grant: Grant,
-    *,
-    date: dt.date,
-    upto_batch: int | None = None,
-) -> Part:
-    """(output rows, provided records) for `request` (`request_row`, `code` text)."""
-    parts, _ = lookup_parts(store, request, kind, grant, date=date, upto_batch=upto_batch)
+def lookup(store: Store, request: pl.DataFrame, kind: CodeColumn, grant: Grant,
+           **options: Any) -> Part:  # fmt: skip
+    """`lookup_parts` as one (output rows, provided records)."""
+    parts, _ = lookup_parts(store, request, kind, grant, **options)
     tables, provided = zip(*parts, strict=True)
     return pl.concat(tables), pl.concat(provided)
 
@@ -52,7 +46,8 @@ def lookup_parts(
     date: dt.date,
     upto_batch: int | None = None,
 ) -> tuple[Iterator[Part], int]:
-    """`lookup` in parts of consecutive request rows (at least one), and how many."""
+    """(output rows, provided records) for `request` (`request_row`, `code` text), in parts of
+    consecutive request rows (at least one), and how many parts."""
     matched = resolve(store, request, kind, upto_batch=upto_batch)
     # sorted: the base is sorted by person, and its filtered read is faster for sorted keys
     persons = matched["person"].drop_nulls().unique().sort()
