@@ -261,7 +261,7 @@ class ProvisionBatch:
         self._written: list[dict[str, Any]] = []  # files written, not committed (add actions)
         self._paths: list[str] = []  # their paths, each as soon as it is written (`discard`)
         self._count = 0  # records in those files
-        self._lock = threading.Lock()  # (`write` may run on two threads at once)
+        self._lock = threading.Lock()  # (`write` runs beside `add` and other writes)
 
     def add(self, provided: pl.DataFrame) -> None:
         """Gather the records of provided rows (`provided`: `resident_code`, `columns`)."""
@@ -284,11 +284,12 @@ class ProvisionBatch:
         self._chunks.append(np.sort(keys))
 
     def _index(self, columns: str) -> int:
-        if columns not in self._lists:
-            if len(self._lists) == 1 << _INDEX_BITS:
-                raise ValueError("more than 256 column lists in one request")
-            self._lists[columns] = len(self._lists)
-        return self._lists[columns]
+        with self._lock:  # (a write on another thread reads the lists)
+            if columns not in self._lists:
+                if len(self._lists) == 1 << _INDEX_BITS:
+                    raise ValueError("more than 256 column lists in one request")
+                self._lists[columns] = len(self._lists)
+            return self._lists[columns]
 
     @property
     def waiting(self) -> int:
@@ -316,7 +317,8 @@ class ProvisionBatch:
         bounds = [np.searchsorted(c, starts) for c in chunks]
         year = provided_at.astimezone(dt.UTC).year
         micros = int(provided_at.timestamp() * 1_000_000)
-        names = list(self._lists)
+        with self._lock:
+            names = list(self._lists)
         constants = {"agency": grant.agency.code, "affair": grant.affair.code,
                      "function": grant.function, "request_id": grant.request_id}  # fmt: skip
         kernel = self._count + total >= FORMAT_KERNEL_ROWS
