@@ -19,22 +19,19 @@ import numpy as np
 import polars as pl
 
 from engine.access import Grant, in_scope, provided_columns, withhold
+from engine.extract import Part, joined
 from engine.history import as_of
 from engine.resolve import CodeColumn, resolve
 from engine.store import Store
 
 REQUEST_COLUMNS = ["request_row", "found", "miss"]
 PART_ROWS = 1 << 20  # request rows per part of the answer
-# One part: the output rows, and per provided row its record (`resident_code`, `columns`).
-Part = tuple[pl.DataFrame, pl.DataFrame]
 
 
 def lookup(store: Store, request: pl.DataFrame, kind: CodeColumn, grant: Grant,
            **options: Any) -> Part:  # fmt: skip
     """`lookup_parts` as one (output rows, provided records)."""
-    parts, _ = lookup_parts(store, request, kind, grant, **options)
-    tables, provided = zip(*parts, strict=True)
-    return pl.concat(tables), pl.concat(provided)
+    return joined(lookup_parts(store, request, kind, grant, **options)[0])
 
 
 def lookup_parts(
