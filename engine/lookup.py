@@ -88,8 +88,8 @@ def _answer(joined: pl.DataFrame, grant: Grant) -> Part:
         shown = shown.with_columns(
             [pl.when(pl.col("found")).then(pl.col(c)).alias(c) for c in grant.columns]
         )  # (rows with no version have null columns already)
-    shown = shown.select(*REQUEST_COLUMNS, *grant.output_columns).collect(engine="in-memory")
-    return shown, provided
+    rows = shown.select(*REQUEST_COLUMNS, *grant.output_columns).collect(engine="in-memory")
+    return rows, provided
 
 
 def _version_of(requests: pl.DataFrame, versions: pl.DataFrame) -> pl.Series:
