@@ -190,11 +190,18 @@ def commit(
     *,
     app_transaction: tuple[str, int] | None = None,
     removes: list[str] | None = None,
+    checkpoint: bool = True,
 ) -> None:
     """Commit the written files as Delta `version` of `table_dir` (the version after the table's
     last one; FileExistsError when it exists already). `metadata` goes into `commitInfo`, as
     delta-rs's custom metadata does; `app_transaction` (app id, version) adds a `txn` action;
-    `removes` (paths of live files) makes the commit an overwrite of those files."""
+    `removes` (paths of live files) makes the commit an overwrite of those files.
+
+    Every `CHECKPOINT_INTERVAL`-th version is followed by a Delta checkpoint, as delta-rs's
+    writer does (`checkpoint=False`: the caller makes its own, the journal's at the end of an
+    ingest). Without them, each open of the table replays every commit since its creation:
+    300 commits took 155 ms per open against 10 ms from a checkpoint, and the current delta
+    and the codes take a commit per ingest, for ever."""
     now = int(time.time() * 1000)
     info = {
         "timestamp": now,
@@ -223,6 +230,10 @@ def commit(
         os.link(temporary, log / f"{version:020d}.json")
     finally:
         temporary.unlink()
+    if checkpoint and version % CHECKPOINT_INTERVAL == 0:
+        from deltalake import DeltaTable
+
+        DeltaTable(str(table_dir)).create_checkpoint()
 
 
 def juki_metadata(table: Any) -> dict[str, str]:

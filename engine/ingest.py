@@ -565,7 +565,8 @@ class IngestSession:
             return None
         self.last_batch = ob.batch
         deltalog.commit(self.store.table_path("journal"), self.journal_version + 1,
-                        ob.journal, {**self._head_metadata(), "juki_file": file})  # fmt: skip
+                        ob.journal, {**self._head_metadata(), "juki_file": file},
+                        checkpoint=False)  # (`finish`)  # fmt: skip
         self.journal_version += 1
         faults.point("journal-commit")
         ob.commit_derived(self.store, self.histories, self._history_known())
@@ -746,7 +747,8 @@ class IngestSession:
         try:
             add, stamp = written.result()
             deltalog.commit(self.store.table_path("journal"), self.journal_version + 1, [add],
-                            {**metadata, "juki_recorded_at": stamp.isoformat()})  # fmt: skip
+                            {**metadata, "juki_recorded_at": stamp.isoformat()},
+                            checkpoint=False)  # (`finish`)  # fmt: skip
         except BaseException:
             self._failed = True
             raise

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import shutil
 from pathlib import Path
 
 import hypothesis.strategies as st
@@ -87,6 +88,51 @@ def test_an_existing_version_is_never_replaced(table: Path) -> None:
     assert (table / "_delta_log" / f"{1:020d}.json").read_bytes() == before
     assert DeltaTable(str(table)).to_pyarrow_table()["batch"].to_pylist() == [1, 1]
     assert not [p for p in (table / "_delta_log").iterdir() if p.name.endswith(".tmp")]
+
+
+def test_every_interval_th_version_is_checkpointed_and_reads_as_its_commits_do(
+    table: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(deltalog, "CHECKPOINT_INTERVAL", 2)
+    for batch in (1, 2, 3, 4, 5):
+        deltalog.append(table, batch, rows(batch, 3), {})
+    deltalog.commit(table, 6, [deltalog.write_file(table, rows(6, 2))], {}, checkpoint=False)
+
+    log = table / "_delta_log"
+    assert sorted(p.name for p in log.glob("*.checkpoint.parquet")) == [
+        f"{v:020d}.checkpoint.parquet" for v in (2, 4)]  # fmt: skip
+    assert json.loads((log / "_last_checkpoint").read_text())["version"] == 4
+    replayed = tmp_path / "replayed"  # the same table read from its commits alone
+    shutil.copytree(table, replayed)
+    for p in (replayed / "_delta_log").glob("*checkpoint*"):
+        p.unlink()
+    order = [("batch", "ascending"), ("name", "ascending")]
+    read = [DeltaTable(str(t)).to_pyarrow_table().sort_by(order) for t in (table, replayed)]
+    assert read[0].equals(read[1]) and read[0].num_rows == 5 * 3 + 2
+    assert pl.read_delta(str(table)).height == 17
+
+
+def test_an_ingest_leaves_every_table_it_commits_to_checkpointed_each_interval(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The current delta and the codes take a commit per ingest by juki's own writer: without a
+    checkpoint from it, every open of them would replay the commits of all the years before.
+    (Positions and held rows are committed by delta-rs, which checkpoints by its own interval.)"""
+    from test_open_format import CALL, write_month
+
+    from engine.store import Store
+    from loaders.ingest import ingest_files
+
+    monkeypatch.setattr(deltalog, "CHECKPOINT_INTERVAL", 2)
+    write_month(tmp_path)
+    store = Store(tmp_path / "store")
+    for name in CALL:  # an ingest each: a commit of every table each
+        ingest_files(store, [str(tmp_path / name)])
+
+    for name in ("journal", "current_delta", "codes"):
+        log = store.table_path(name) / "_delta_log"
+        assert store.delta(name).version() >= 2, name  # (versions 0, 1, 2, …)
+        assert json.loads((log / "_last_checkpoint").read_text())["version"] % 2 == 0, name
 
 
 def test_row_group_statistics_skip_the_free_text_columns_and_keep_the_keys(tmp_path: Path) -> None:
