@@ -197,11 +197,11 @@ def commit(
     delta-rs's custom metadata does; `app_transaction` (app id, version) adds a `txn` action;
     `removes` (paths of live files) makes the commit an overwrite of those files.
 
-    Every `CHECKPOINT_INTERVAL`-th version is followed by a Delta checkpoint, as delta-rs's
-    writer does (`checkpoint=False`: the caller makes its own, the journal's at the end of an
-    ingest). Without them, each open of the table replays every commit since its creation:
-    300 commits took 155 ms per open against 10 ms from a checkpoint, and the current delta
-    and the codes take a commit per ingest, for ever."""
+    A commit `CHECKPOINT_INTERVAL` versions after the table's last checkpoint is followed by a
+    Delta checkpoint (`checkpoint_due`; `checkpoint=False`: the caller makes its own, the
+    journal's at the end of an ingest). Without them, each open of the table replays every
+    commit since its creation: 300 commits took 155 ms per open against 10 ms from a
+    checkpoint, and the current delta and the codes take a commit per ingest, for ever."""
     now = int(time.time() * 1000)
     info = {
         "timestamp": now,
@@ -230,10 +230,22 @@ def commit(
         os.link(temporary, log / f"{version:020d}.json")
     finally:
         temporary.unlink()
-    if checkpoint and version % CHECKPOINT_INTERVAL == 0:
+    if checkpoint and checkpoint_due(table_dir, version):
         from deltalake import DeltaTable
 
         DeltaTable(str(table_dir)).create_checkpoint()
+
+
+def checkpoint_due(table_dir: Path, version: int) -> bool:
+    """Whether version `version` of the table is `CHECKPOINT_INTERVAL` or more versions after its
+    last checkpoint (version 0 without one). Counted from the last checkpoint, not by version
+    number alone, so a checkpoint lost to a crash right after its commit, or never made by an
+    older juki, is made by the next commit."""
+    try:
+        last = json.loads((table_dir / "_delta_log" / "_last_checkpoint").read_text())["version"]
+    except (FileNotFoundError, ValueError, KeyError):
+        last = 0
+    return version - int(last) >= CHECKPOINT_INTERVAL
 
 
 def juki_metadata(table: Any) -> dict[str, str]:

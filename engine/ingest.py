@@ -210,7 +210,6 @@ class IngestSession:
         head = store.journal_head()
         self.last_batch = head.batch
         self.journal_version = store.delta("journal").version()  # this writer adds the next ones
-        self.checkpointed_version = self.journal_version
         self.next_person = head.next_person
         self.last_recorded_at = head.recorded_at
         self.positions = pl.read_delta(str(store.table_path("positions")))
@@ -822,12 +821,12 @@ class IngestSession:
 
     def finish(self) -> int:
         """Commit, catch the derived tables up, and write a Delta checkpoint of the journal's log
-        every `deltalog.CHECKPOINT_INTERVAL` commits (readers then replay few log entries)."""
+        once `deltalog.CHECKPOINT_INTERVAL` commits have come since its last one (readers then
+        replay few log entries)."""
         head = self.checkpoint()
         self._writer.shutdown()
         self._files.shutdown()
-        every = deltalog.CHECKPOINT_INTERVAL
-        if self.journal_version // every > self.checkpointed_version // every:
+        if deltalog.checkpoint_due(self.store.table_path("journal"), self.journal_version):
             self.store.delta("journal").create_checkpoint()
         return head
 
