@@ -58,7 +58,7 @@ def commit_table(
         # juki's own writer (engine/deltalog.py): delta-rs's took 1 s for a month's 1.2 M
         # current rows at 10 M persons, dictionary-encoding their distinct codes
         add = written if written is not None else write_appended(store, name, frame)
-        deltalog.commit(path, store.delta(name).version() + 1, [add], {},
+        deltalog.commit(path, deltalog.latest_version(path) + 1, [add], {},
                         app_transaction=(APP_ID, version))  # fmt: skip
     else:
         from deltalake import CommitProperties, Transaction, write_deltalake

@@ -209,7 +209,7 @@ class IngestSession:
         derived.catch_up(store)
         head = store.journal_head()
         self.last_batch = head.batch
-        self.journal_version = store.delta("journal").version()  # this writer adds the next ones
+        self.journal_version = deltalog.latest_version(store.table_path("journal"))  # then ours
         self.next_person = head.next_person
         self.last_recorded_at = head.recorded_at
         self.positions = pl.read_delta(str(store.table_path("positions")))
@@ -892,7 +892,7 @@ class _OpenBatch:
             self.current.append(_derived_file(store, "current_delta", derived.effective_rows(history)))
         for name, adds in (("codes", self.codes), ("current_delta", self.current)):
             table = store.table_path(name)
-            deltalog.commit(table, store.delta(name).version() + 1, adds, {},
+            deltalog.commit(table, deltalog.latest_version(table) + 1, adds, {},
                             app_transaction=(APP_ID, self.batch))  # fmt: skip
             faults.point("derived-commit")
         waiting = pl.concat(self.waiting, how="diagonal_relaxed")

@@ -415,11 +415,9 @@ def commit_appends(root: Any, adds: list[dict[str, Any]]) -> None:
     Delta checkpoint every CHECKPOINT_INTERVAL versions (`deltalog.commit`): a table of one commit
     per request would otherwise be opened by replaying every commit (1,000 requests: 0.8 s each
     time; 0.06 s from a checkpoint), for every self-check and every request's records."""
-    from deltalake import DeltaTable
-
     from engine import deltalog
 
-    version = DeltaTable(str(root)).version() + 1
+    version = deltalog.latest_version(root) + 1
     while True:
         try:
             deltalog.commit(root, version, adds, {})

@@ -37,6 +37,7 @@ import numpy as np
 import polars as pl
 
 from engine.current import Generation, generations, in_range, newest_delta
+from engine.deltalog import latest_version
 from engine.history import as_of, cancellations, effective_on, scan_history
 from engine.schema import CURRENT_SCHEMA
 from engine.store import Store
@@ -145,7 +146,7 @@ def slice_reader(
     recent X1), in ONE journal scan instead of one per slice."""
     wanted = list(dict.fromkeys(["person", *columns]))
     base = pick_generation(store, upto_batch=upto_batch, date=date)
-    current = store.delta("current_base").version()
+    current = latest_version(store.table_path("current_base"))
     if base.version == current:
         newest = newest_delta(store, [*wanted, *KEYS])
     else:  # the delta is kept against the newest base: persons with rows since `base` are late

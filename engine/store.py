@@ -132,9 +132,16 @@ class Store:
         """Version and metadata of the last journal commit (cheap: one log entry)."""
         if not self.exists():
             return JournalHead(-1, 0, 0, None)
-        table = self.delta("journal")
-        version = table.version()
-        meta = table.history(1)[0]
+        from engine.deltalog import newest_entry
+
+        latest = newest_entry(self.table_path("journal"))
+        info = None if latest is None else next(
+            (a["commitInfo"] for a in latest[1] if "commitInfo" in a), None)  # fmt: skip
+        if latest is not None and info is not None:
+            version, meta = latest[0], info
+        else:  # (a log entry without commit information: as delta-rs reads it)
+            table = self.delta("journal")
+            version, meta = table.version(), table.history(1)[0]
         stamp = meta.get("juki_recorded_at")
         return JournalHead(
             version=version,
@@ -145,9 +152,17 @@ class Store:
 
     def reflected_batch(self, name: str) -> int:
         """The last journal batch a derived table reflects (0: none yet)."""
-        if not _has_commit(self.table_path(name)):
+        root = self.table_path(name)
+        if not _has_commit(root):
             return 0
-        v = self.delta(name).transaction_version(APP_ID)
+        from engine.deltalog import newest_entry
+
+        latest = newest_entry(root)  # every commit of a derived table names it: read that one
+        for action in latest[1] if latest is not None else []:
+            txn = action.get("txn")
+            if txn is not None and txn.get("appId") == APP_ID:
+                return int(txn["version"])
+        v = self.delta(name).transaction_version(APP_ID)  # (else the whole log's, by delta-rs)
         return 0 if v is None else int(v)
 
     def tables(self) -> list[str]:

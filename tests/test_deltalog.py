@@ -139,6 +139,41 @@ def test_an_ingest_leaves_every_table_it_commits_to_checkpointed_each_interval(
         assert json.loads((log / "_last_checkpoint").read_text())["version"] % 2 == 0, name
 
 
+def test_the_newest_log_entry_answers_as_delta_rs_replaying_the_log_does(tmp_path: Path) -> None:
+    """`reflected_batch` and `journal_head` read the newest log entry alone; after ingests, a
+    compaction (delta-rs commits among juki's) and an ingest after it, they agree with delta-rs."""
+    from test_open_format import CALL, write_month
+
+    from engine import maintenance
+    from engine.derived import CATCH_UP_TABLES
+    from engine.store import APP_ID, SCHEMAS, Store
+    from loaders.ingest import ingest_files
+
+    write_month(tmp_path)
+    store = Store(tmp_path / "store")
+    seen = []
+    for step, name in enumerate(CALL):
+        ingest_files(store, [str(tmp_path / name)])
+        if step == 1:
+            maintenance.compact(store, keep_bases=2)
+        for table in SCHEMAS:
+            if table == "journal":
+                continue
+            replayed = DeltaTable(str(store.table_path(table))).transaction_version(APP_ID)
+            assert store.reflected_batch(table) == (replayed or 0), (table, step)
+            if table in CATCH_UP_TABLES:
+                assert replayed == step + 1, (table, step)
+        journal = DeltaTable(str(store.table_path("journal")))
+        head, info = store.journal_head(), journal.history(1)[0]
+        assert head.version == journal.version()
+        assert head.batch == int(info["juki_batch"]) == step + 1
+        assert head.next_person == int(info["juki_next_person"])
+        assert head.recorded_at is not None
+        assert head.recorded_at.isoformat() == info["juki_recorded_at"]
+        seen.append(head.recorded_at)
+    assert seen == sorted(seen)
+
+
 def test_row_group_statistics_skip_the_free_text_columns_and_keep_the_keys(tmp_path: Path) -> None:
     data = pa.table({
         "person": pa.array([3, 1, 2], pa.int64()),
