@@ -237,3 +237,25 @@ def test_a_failed_request_leaves_no_records_and_no_files_written_while_it_stream
     assert DeltaTable(str(renamed.table_path("provisions"))).version() == before
     assert _parquet_files(renamed) == files
     assert not (tmp_path / "o.parquet").exists()
+
+
+def test_a_my_number_resolves_to_every_resident_code_the_codes_table_gives_its_person() -> None:
+    """The self-check takes a person's resident codes from the journal's issuing rows; the codes
+    table (derived from those rows) is the oracle, for every person who changed a code and a
+    sample of the others, by current and by retired My Numbers."""
+    from synthetic_store import synthetic_store
+
+    store = synthetic_store()
+    codes = pl.read_delta(str(store.table_path("codes")))
+    numbers = codes.filter(pl.col("kind") == 2).select("person", my_number="code")
+    held = (codes.filter(pl.col("kind") == 1).group_by("person")
+            .agg(pl.col("code").sort().alias("codes")))  # fmt: skip
+    changed = codes.group_by("person").len().filter(pl.col("len") > 2)["person"]
+    assert changed.len() > 0  # the generated months change some codes
+    asked = numbers.filter(pl.col("person").is_in(changed.implode())
+                           | (pl.col("person") % 50 == 0))  # fmt: skip
+    expected = asked.join(held, on="person")
+    assert expected.height == asked.height > changed.len()
+    for n, want in zip(expected["my_number"], expected["codes"], strict=True):
+        got = provision.resident_codes_of_my_number(store, n)
+        assert got == [f"{c:011d}" for c in want], n
