@@ -193,7 +193,7 @@ def resident_codes_of_my_number(store: Store, my_number: int) -> list[str]:
     held = DeltaTable(str(store.table_path("journal"))).to_pyarrow_dataset(
         file_pruning_predicate=f"person = {person}"
     ).to_table(columns=["resident_code"], filter=(ds.field("person") == person)
-               & (ds.field("issued_resident_code") == True))  # noqa: E712  # fmt: skip
+               & (ds.field("issued_resident_code") == True))  # fmt: skip
     return sorted(pc.unique(held["resident_code"]).to_pylist())
 
 
