@@ -221,13 +221,17 @@ def audit_self(
 
 
 def compact(store: Store) -> int:
-    """Rewrite each bucket-year's files sorted by resident_code (same rows); returns files added."""
-    from deltalake import DeltaTable
+    """Rewrite each bucket-year's files sorted by resident_code (same rows), in row groups a
+    self-check skips by their statistics; returns files added."""
+    from deltalake import DeltaTable, WriterProperties
 
     root = store.table_path("provisions")
     if not (root / "_delta_log").is_dir():
         return 0
-    metrics = DeltaTable(str(root)).optimize.z_order(["resident_code"])
+    # row groups as small as a request's files have: delta-rs's default (~1 M rows) made a
+    # self-check decode a whole bucket-year (120 M records: 0.42 -> 0.95 s from 40 M)
+    layout = WriterProperties(max_row_group_size=_RECORD_ROWS_PER_GROUP, compression="LZ4_RAW")
+    metrics = DeltaTable(str(root)).optimize.z_order(["resident_code"], writer_properties=layout)
     return int(metrics.get("numFilesAdded", 0))
 
 

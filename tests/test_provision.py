@@ -164,6 +164,26 @@ def test_compaction_keeps_every_record_and_leaves_one_file_per_bucket_year(
     assert table.to_pyarrow_table().num_rows == 6
 
 
+def test_compaction_writes_sorted_row_groups_a_self_check_skips_by_their_statistics(
+    renamed: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pyarrow.parquet as pq
+
+    monkeypatch.setattr(provision, "_RECORD_ROWS_PER_GROUP", 2)
+    lookups(renamed, tmp_path, [dt.date(2024, 4, 1)] * 5)  # 5 records of each person's code
+    before = audit_self(renamed, my_number(1), limit=100).records
+
+    provision.compact(renamed)
+
+    root = renamed.table_path("provisions")
+    for uri in DeltaTable(str(root)).file_uris():
+        meta = pq.ParquetFile(uri).metadata
+        assert meta.num_rows == 5 and meta.num_row_groups == 3  # 2 + 2 + 1
+        code = meta.schema.to_arrow_schema().get_field_index("resident_code")
+        assert all(meta.row_group(g).column(code).statistics.has_min_max for g in range(3))
+    assert audit_self(renamed, my_number(1), limit=100).records == before
+
+
 def test_the_records_table_is_checkpointed_every_interval(
     renamed: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
