@@ -131,6 +131,7 @@ def main() -> None:
                         help="comma-separated sizes of the year, ascending")  # fmt: skip
     parser.add_argument("--persons", type=int, default=50, help="persons checked at each size")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--keep", action="store_true", help="keep DIR/store afterwards")
     args = parser.parse_args()
     sizes = [int(s.replace("_", "")) for s in args.records.split(",")]
     if sizes != sorted(sizes):
@@ -175,7 +176,8 @@ def main() -> None:
             print(f"{label}: seconds ≈ {a:.3f} + {b * 1e9:.3f} per billion records: "
                   f"{a + b * NATIONAL_YEAR:.2f} s at the national year's {NATIONAL_YEAR:,} "
                   "[≤ 1 s]")  # fmt: skip
-    shutil.rmtree(args.work, ignore_errors=True)
+    if not args.keep:
+        shutil.rmtree(args.work, ignore_errors=True)
 
 
 if __name__ == "__main__":

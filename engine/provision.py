@@ -231,7 +231,12 @@ def compact(store: Store) -> int:
     # row groups as small as a request's files have: delta-rs's default (~1 M rows) made a
     # self-check decode a whole bucket-year (120 M records: 0.42 -> 0.95 s from 40 M)
     layout = WriterProperties(max_row_group_size=_RECORD_ROWS_PER_GROUP, compression="LZ4_RAW")
-    metrics = DeltaTable(str(root)).optimize.z_order(["resident_code"], writer_properties=layout)
+    table = DeltaTable(str(root))
+    metrics = table.optimize.z_order(["resident_code"], writer_properties=layout)
+    # and a checkpoint of the result: every self-check opens the table, and replaying the
+    # commits since the last checkpoint (each request's, then this one's removes) took 0.3 s of
+    # a 0.34 s records read at 120 M records, 0.03 s from a checkpoint
+    table.create_checkpoint()
     return int(metrics.get("numFilesAdded", 0))
 
 

@@ -162,6 +162,9 @@ def test_compaction_keeps_every_record_and_leaves_one_file_per_bucket_year(
     assert len(table.file_uris()) == 2  # two persons, two buckets
     assert audit_self(renamed, my_number(1), limit=100).records == before
     assert table.to_pyarrow_table().num_rows == 6
+    # checkpointed as compacted: a self-check's open replays no commit
+    log = renamed.table_path("provisions") / "_delta_log"
+    assert json.loads((log / "_last_checkpoint").read_text())["version"] == table.version()
 
 
 def test_compaction_writes_sorted_row_groups_a_self_check_skips_by_their_statistics(
