@@ -209,7 +209,7 @@ class IngestSession:
         derived.catch_up(store)
         head = store.journal_head()
         self.last_batch = head.batch
-        self.journal_version = deltalog.latest_version(store.table_path("journal"))  # then ours
+        self.journal_version = head.version  # this writer adds the next ones
         self.next_person = head.next_person
         self.last_recorded_at = head.recorded_at
         self.positions = pl.read_delta(str(store.table_path("positions")))
