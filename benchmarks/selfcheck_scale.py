@@ -24,6 +24,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import polars as pl
@@ -51,6 +52,17 @@ class _Grant:
     affair: _Party
     function: str
     request_id: str
+
+
+class _Size(NamedTuple):
+    """What one size of the year measured (seconds)."""
+
+    records: int
+    written_in: float
+    loose: list[float]  # per person, as written
+    tight: list[float]  # per person, after `audit compact`
+    compacted_in: float
+    found: int
 
 
 def _resident_codes(store: Store) -> np.ndarray:
@@ -114,6 +126,10 @@ def _check(store: Store, numbers: list[int]) -> tuple[list[float], int]:
     return seconds, found
 
 
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.0f} ms"
+
+
 def _fit(sizes: list[int], medians: list[float]) -> tuple[float, float]:
     """Least-squares line seconds = a + b · records through the measured medians."""
     if len(sizes) < 2:
@@ -143,7 +159,7 @@ def main() -> None:
     shutil.rmtree(work / "provisions", ignore_errors=True)
     store = Store(work)
     codes = _resident_codes(store)
-    rows = []
+    rows: list[_Size] = []
     written = 0
     checked: list[int] = []
     for size in sizes:
@@ -159,19 +175,20 @@ def main() -> None:
         compact(store)
         compacted_in = time.perf_counter() - began
         tight, _ = _check(store, checked)
-        rows.append((size, seconds, statistics.median(loose), max(loose),
-                     statistics.median(tight), max(tight), compacted_in, found))  # fmt: skip
+        rows.append(_Size(size, seconds, loose, tight, compacted_in, found))
         print(f"{size:>14,} records: written in {seconds:.1f} s; self-check median "
-              f"{rows[-1][2] * 1000:.0f} ms (max {rows[-1][3] * 1000:.0f}) as written, "
-              f"{rows[-1][4] * 1000:.0f} ms (max {rows[-1][5] * 1000:.0f}) after "
-              f"`audit compact` ({compacted_in:.1f} s); {found} records for {len(checked)} "
-              "persons", flush=True)  # fmt: skip
-    for label, column in (("as written", 2), ("after `audit compact`", 4)):
-        a, b = _fit([r[0] for r in rows], [r[column] for r in rows])
+              f"{_ms(statistics.median(loose))} (max {_ms(max(loose))}) as written, "
+              f"{_ms(statistics.median(tight))} (max {_ms(max(tight))}) after `audit compact` "
+              f"({compacted_in:.1f} s); {found} records for {len(checked)} persons",
+              flush=True)  # fmt: skip
+    for label, times in (("as written", [r.loose for r in rows]),
+                         ("after `audit compact`", [r.tight for r in rows])):  # fmt: skip
+        medians = [statistics.median(t) for t in times]
+        a, b = _fit([r.records for r in rows], medians)
         if b <= 0:  # no growth measured: the largest size's median stands for the national year
             print(f"{label}: no growth with the records measured (medians "
-                  f"{', '.join(f'{r[column] * 1000:.0f} ms' for r in rows)}); the national year "
-                  f"is {NATIONAL_YEAR / rows[-1][0]:.0f}x the largest size [≤ 1 s]")  # fmt: skip
+                  f"{', '.join(_ms(m) for m in medians)}); the national year is "
+                  f"{NATIONAL_YEAR / rows[-1].records:.0f}x the largest size [≤ 1 s]")  # fmt: skip
         else:
             print(f"{label}: seconds ≈ {a:.3f} + {b * 1e9:.3f} per billion records: "
                   f"{a + b * NATIONAL_YEAR:.2f} s at the national year's {NATIONAL_YEAR:,} "
